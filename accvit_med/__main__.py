@@ -1,0 +1,3 @@
+from accvit_med.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""accvit_med.reports"""
