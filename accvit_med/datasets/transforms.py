@@ -1,0 +1,59 @@
+"""Image transforms for fine-tuning: one fixed geometry step, then augmentation and normalisation.
+
+The pipeline is split in two on purpose:
+
+1. :func:`resize_and_center_crop` — deterministic geometry (shorter side to ``size`` with bicubic
+   resampling, then a centred ``size x size`` crop, as torchvision's ImageNet evaluation transform
+   for MaxViT). Its output is what the image cache stores, so a cached run sees exactly the pixels
+   an uncached run sees.
+2. :func:`train_transform` / :func:`eval_transform` — on the ``size x size`` image: RandAugment
+   (training only; appendix C.2 uses no other augmentation), then ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+# The statistics every ImageNet-pretrained torchvision backbone (and ACC-ViT) was trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Bumped whenever resize_and_center_crop changes, so stale cache entries are never reused.
+GEOMETRY_VERSION = "shorter-side-bicubic-center-crop-v1"
+
+
+def resize_and_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bicubic) and crop the centred ``size x size`` square."""
+    width, height = image.size
+    # Round like torchvision's Resize so the result matches T.Resize(size) + T.CenterCrop(size).
+    new_w, new_h = (size, int(size * height / width)) if width <= height else (int(size * width / height), size)
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    left = int(round((new_w - size) / 2.0))
+    top = int(round((new_h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def _normalise() -> T.Compose:
+    return T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def train_transform(randaugment_ops: int = 2, randaugment_magnitude: int = 9) -> T.Compose:
+    """RandAugment then ImageNet normalisation, for an image already at its final size."""
+    ops = []
+    if randaugment_ops > 0:
+        ops.append(
+            T.RandAugment(
+                num_ops=randaugment_ops,
+                magnitude=randaugment_magnitude,
+                interpolation=InterpolationMode.BILINEAR,
+            )
+        )
+    return T.Compose(ops + [_normalise()])
+
+
+def eval_transform() -> T.Compose:
+    """ImageNet normalisation only, for an image already at its final size."""
+    return _normalise()

@@ -1,0 +1,102 @@
+"""Data for a run: the split's three parts as Datasets, class weights, per-epoch loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from accvit_med.datasets.cache import ImageCache, default_cache_dir
+from accvit_med.datasets.torchdata import SplitImageDataset
+from accvit_med.datasets.transforms import eval_transform, train_transform
+from accvit_med.errors import UserError
+from accvit_med.training.distributed import DistContext
+from accvit_med.training.loop import epoch_indices, epoch_seed, eval_indices
+from accvit_med.training.recipe import FinetuneConfig
+
+
+@dataclass
+class RunData:
+    train: SplitImageDataset
+    val: SplitImageDataset
+    test: SplitImageDataset
+    classes: list[str]
+    cache: Optional[ImageCache]
+
+    def part(self, name: str) -> SplitImageDataset:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def build_run_data(split, config: FinetuneConfig, for_training: bool = True) -> RunData:
+    """Datasets over ``split`` (an accvit_med.datasets.splits.Split) with the recipe's transforms."""
+    root = Path(config.data_dir) if config.data_dir else Path(split.root)
+    if not root.is_dir():
+        raise UserError(f"data root '{root}' (from the split's manifest) does not exist; pass --data-dir")
+    cache = None
+    if config.cache:
+        cache = ImageCache(config.cache_dir or default_cache_dir(root), config.image_size)
+    index = {name: c for c, name in enumerate(split.classes)}
+    parts = {}
+    for name in ("train", "val", "test"):
+        frame = split.part(name)
+        if len(frame) == 0:
+            raise UserError(f"split '{split.csv_path}' has no {name} rows; re-create it with accvit-med split")
+        transform = (
+            train_transform(config.randaugment_ops, config.randaugment_magnitude)
+            if name == "train" and for_training
+            else eval_transform()
+        )
+        parts[name] = SplitImageDataset(
+            root, frame["path"].tolist(), [index[label] for label in frame["label"]], config.image_size, transform, cache
+        )
+    return RunData(parts["train"], parts["val"], parts["test"], list(split.classes), cache)
+
+
+def class_frequencies(dataset: SplitImageDataset, num_classes: int) -> torch.Tensor:
+    return torch.bincount(torch.tensor(dataset.targets), minlength=num_classes).double()
+
+
+def inverse_frequency_weights(dataset: SplitImageDataset, num_classes: int) -> torch.Tensor:
+    """Class weights n / (k * n_c), so a balanced set gets all ones (sklearn's 'balanced')."""
+    counts = class_frequencies(dataset, num_classes)
+    if (counts == 0).any():
+        missing = [c for c in range(num_classes) if counts[c] == 0]
+        raise UserError(f"classes {missing} have no training images; --balance needs every class in train")
+    return (counts.sum() / (num_classes * counts)).float()
+
+
+def sample_weights(dataset: SplitImageDataset, num_classes: int) -> torch.Tensor:
+    """Per-sample weights that make each class equally likely to be drawn."""
+    per_class = inverse_frequency_weights(dataset, num_classes).double()
+    return per_class[torch.tensor(dataset.targets)]
+
+
+def train_loader(
+    data: RunData, config: FinetuneConfig, epoch: int, ctx: DistContext, pin_memory: bool,
+    weights: Optional[torch.Tensor] = None,
+) -> DataLoader:
+    """This epoch's loader. Rebuilt every epoch: its order and worker seeds come from (seed, epoch)."""
+    indices = epoch_indices(len(data.train), config.seed, epoch, ctx, weights)
+    generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch) + 7919 * ctx.rank)
+    return DataLoader(
+        data.train,
+        batch_size=config.batch_size,
+        sampler=indices,
+        num_workers=config.workers,
+        pin_memory=pin_memory,
+        generator=generator,  # seeds the workers' torch, numpy and random states
+        drop_last=False,
+    )
+
+
+def eval_loader(dataset: SplitImageDataset, config: FinetuneConfig, ctx: DistContext, pin_memory: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=eval_indices(len(dataset), ctx),
+        num_workers=config.workers,
+        pin_memory=pin_memory,
+    )

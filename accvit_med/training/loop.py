@@ -1,0 +1,154 @@
+"""One training epoch, one evaluation pass, and the per-epoch sample order.
+
+Each epoch's randomness (sample order, augmentation, dropout) is drawn from generators seeded by
+``(seed, epoch)`` alone, never from state carried over from earlier epochs. That is what makes a
+run resumed after a kill finish with the same numbers as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from accvit_med.training.distributed import DistContext, all_reduce_sum
+
+# For tests of interruption only: seconds to sleep after each training batch, so a test can kill
+# a run reliably in the middle of an epoch. Unset (the default) it does nothing.
+BATCH_DELAY_ENV = "ACCVIT_MED_TEST_BATCH_DELAY"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    # A large odd multiplier keeps (seed, epoch) pairs from colliding for any realistic values.
+    return (seed * 1_000_003 + epoch) % (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_indices(
+    num_samples: int,
+    seed: int,
+    epoch: int,
+    ctx: DistContext,
+    sample_weights: Optional[torch.Tensor] = None,
+) -> list[int]:
+    """This rank's share of the epoch's sample order (a permutation, or a weighted draw).
+
+    The order is the same on every rank; it is padded by repeating its start to a multiple of the
+    world size (as DistributedSampler does) so every rank takes the same number of steps.
+    """
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    if sample_weights is None:
+        order = torch.randperm(num_samples, generator=generator)
+    else:
+        order = torch.multinomial(sample_weights.double(), num_samples, replacement=True, generator=generator)
+    total = math.ceil(num_samples / ctx.world_size) * ctx.world_size
+    order = torch.cat([order, order[: total - num_samples]])
+    return order[ctx.rank :: ctx.world_size].tolist()
+
+
+def eval_indices(num_samples: int, ctx: DistContext) -> list[int]:
+    """This rank's rows for evaluation: no padding, so gathered results cover each row once."""
+    return list(range(ctx.rank, num_samples, ctx.world_size))
+
+
+@dataclass
+class EpochTotals:
+    loss_sum: float = 0.0
+    correct: int = 0
+    count: int = 0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.count, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.count, 1)
+
+
+def autocast_context(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    ctx: DistContext,
+    amp_dtype: Optional[torch.dtype] = None,
+    clip_grad_norm: Optional[float] = None,
+    channels_last: bool = False,
+    on_batch: Optional[Callable[[int, float], None]] = None,
+) -> EpochTotals:
+    """Train over ``batches``; ``on_batch(batch_size, running_loss)`` drives the progress bar."""
+    model.train()
+    delay = float(os.environ.get(BATCH_DELAY_ENV, "0") or 0)
+    totals = EpochTotals()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, targets, _rows in batches:
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
+        with autocast_context(device, amp_dtype):
+            logits = model(images)
+            loss = criterion(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_grad_norm:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        batch = targets.shape[0]
+        totals.loss_sum += loss.item() * batch
+        totals.correct += int((logits.argmax(dim=1) == targets).sum().item())
+        totals.count += batch
+        if on_batch is not None:
+            on_batch(batch, totals.loss)
+        if delay:
+            time.sleep(delay)
+    loss_sum, correct, count = all_reduce_sum(ctx, [totals.loss_sum, totals.correct, totals.count])
+    return EpochTotals(loss_sum, int(correct), int(count))
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    batches: Iterable,
+    device: torch.device,
+    amp_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    on_batch: Optional[Callable[[int], None]] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row indices, float32 logits on the CPU) for this process's rows."""
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    rows, outputs = [], []
+    for images, _targets, batch_rows in batches:
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        with autocast_context(device, amp_dtype):
+            logits = model(images)
+        outputs.append(logits.float().cpu())
+        rows.append(batch_rows.cpu())
+        if on_batch is not None:
+            on_batch(images.shape[0])
+    if not outputs:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, 0)
+    return torch.cat(rows), torch.cat(outputs)

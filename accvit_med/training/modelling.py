@@ -1,0 +1,87 @@
+"""The network of a run: device choice, model creation with its weights, and their provenance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from accvit_med.errors import UserError
+from accvit_med.fileio import sha256_file
+from accvit_med.training.recipe import FinetuneConfig
+
+FROM_SCRATCH_WARNING = (
+    "[bold yellow]WARNING: training from scratch (--weights none).[/] The paper fine-tuned "
+    "ImageNet-pretrained backbones; numbers from random initialisation are not comparable to it."
+)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto``: the GPU when torch sees one, else the CPU; an unusable explicit choice is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec}: torch sees no CUDA device here; pass --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP and/or torch.compile wrappers (whose state dicts differ)."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _torchvision_cached_weights(model_name: str) -> Optional[Path]:
+    """Where torch.hub keeps torchvision's ImageNet file for ``model_name``, if it has one."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(model_name).DEFAULT
+    except (ValueError, KeyError):
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def weights_record(spec: str, model_name: str) -> dict:
+    """What config.json says about the starting weights: the choice, the file and its sha256."""
+    if spec == "none":
+        return {"spec": "none", "file": None, "sha256": None}
+    if spec == "imagenet":
+        cached = _torchvision_cached_weights(model_name)
+        present = cached is not None and cached.is_file()
+        return {"spec": "imagenet", "file": str(cached) if present else None, "sha256": sha256_file(cached) if present else None}
+    path = Path(spec)
+    return {"spec": "path", "file": str(path.resolve()), "sha256": sha256_file(path)}
+
+
+def build_model(
+    config: FinetuneConfig,
+    num_classes: int,
+    model_factory: Optional[Callable[[int], nn.Module]] = None,
+    console: Optional[Console] = None,
+) -> tuple[nn.Module, dict]:
+    """The network with ``num_classes`` outputs and the record of where its weights came from."""
+    if model_factory is not None:
+        return model_factory(num_classes), {"spec": "custom model factory", "file": None, "sha256": None}
+    from accvit_med.models import create_model
+
+    spec = config.weights
+    if spec not in ("imagenet", "none") and not Path(spec).is_file():
+        raise UserError(f"--weights '{spec}' is neither imagenet, none nor an existing file; pass one of those")
+    if spec == "none" and console is not None:
+        console.print(FROM_SCRATCH_WARNING)
+    model = create_model(config.model, num_classes=num_classes, weights=None if spec == "none" else spec)
+    return model, weights_record(spec, config.model)

@@ -1,0 +1,172 @@
+"""The fine-tuning recipe: appendix C.2 of the ACC-ViT paper as defaults, overridable by a file.
+
+Paper (C.2, after MaxViT): AdamW at 5e-5 with no scheduler or warm-up, RandAugment as the only
+augmentation, label smoothing 0.1, gradient clipping 1.0, 100 epochs, the checkpoint with the best
+validation loss evaluated on test, 224 input, ImageNet normalisation. The paper does not give the
+batch size, weight decay or RandAugment strength; we use 32, 0.05 (MaxViT's recipe) and
+torchvision's RandAugment defaults (2 ops, magnitude 9), and record all of them in config.json.
+
+Precedence: defaults < ``--config FILE`` (JSON, TOML or YAML) < options given on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from accvit_med.errors import UserError
+
+BALANCE_CHOICES = ("none", "weights", "sampler")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class FinetuneConfig:
+    # What to train on.
+    dataset: Optional[str] = None
+    split: Optional[str] = None
+    data_dir: Optional[str] = None
+    # What to train.
+    model: str = "accvit_tiny"
+    weights: str = "imagenet"
+    # The recipe (appendix C.2 unless noted).
+    epochs: int = 100
+    batch_size: int = 32  # not given in the paper
+    lr: float = 5e-5
+    weight_decay: float = 0.05  # not given in the paper; MaxViT's value
+    label_smoothing: float = 0.1
+    clip_grad_norm: float = 1.0
+    image_size: int = 224
+    randaugment_ops: int = 2  # not given in the paper; torchvision's default
+    randaugment_magnitude: int = 9  # not given in the paper; torchvision's default
+    patience: Optional[int] = None  # early stopping on validation loss; None = train all epochs
+    balance: str = "none"
+    seed: int = 42
+    # How to run it (these never change the numbers on CPU, except amp).
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    cache: bool = False
+    cache_dir: Optional[str] = None
+
+    def validate(self) -> "FinetuneConfig":
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size}
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.workers < 0:
+            raise UserError(f"--workers must be 0 or more, got {self.workers}")
+        if self.patience is not None and self.patience < 1:
+            raise UserError(f"--patience must be at least 1, got {self.patience}")
+        if self.balance not in BALANCE_CHOICES:
+            raise UserError(f"--balance must be one of {', '.join(BALANCE_CHOICES)}, got '{self.balance}'")
+        if self.device not in DEVICE_CHOICES and not str(self.device).startswith("cuda:"):
+            raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
+
+
+# Fields a resumed run may change: how to run (another machine, a moved data folder) and how long.
+RESUMABLE_CHANGES = ("device", "workers", "compile", "cache", "cache_dir", "data_dir", "epochs", "patience")
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A recipe file: JSON, TOML or YAML, with keys named like FinetuneConfig's fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file '{path}' does not exist; pass an existing JSON, TOML or YAML file to --config")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise UserError(f"reading '{path}' needs PyYAML (pip install pyyaml); or write the recipe as TOML or JSON") from None
+            data = yaml.safe_load(text)
+        else:
+            raise UserError(f"config file '{path}' must end in .json, .toml, .yaml or .yml")
+    except UserError:
+        raise
+    except Exception as err:  # each parser has its own error type; all mean "not valid syntax"
+        raise UserError(f"config file '{path}' is not valid {suffix[1:].upper()}: {err}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file '{path}' must hold a table of recipe keys, e.g. lr = 5e-5")
+    # Accept dashes as on the command line (batch-size) as well as underscores.
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise UserError(f"config file '{path}' has unknown keys {unknown}; known keys: {', '.join(FIELD_NAMES)}")
+    return data
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Bring a value from a file to the field's type (JSON/TOML may give 1 for 1.0, and so on)."""
+    if value is None:
+        return None
+    kind = _FIELD_KINDS.get(name, str)
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"recipe key '{name}' has a bad value {value!r} ({err})") from None
+
+
+_FIELD_KINDS: dict[str, type] = {
+    **{name: int for name in ("epochs", "batch_size", "image_size", "randaugment_ops",
+                              "randaugment_magnitude", "patience", "seed", "workers")},
+    **{name: float for name in ("lr", "weight_decay", "label_smoothing", "clip_grad_norm")},
+    **{name: bool for name in ("amp", "channels_last", "compile", "cache")},
+}
+
+
+def resolve_config(
+    overrides: Mapping[str, Any], config_file: Optional[str | os.PathLike] = None
+) -> FinetuneConfig:
+    """Defaults, then the file, then ``overrides`` (entries that are None mean 'not given')."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(read_config_file(config_file))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(FIELD_NAMES))
+    if unknown:
+        raise ValueError(f"unknown recipe fields {unknown}")
+    return FinetuneConfig(**{k: _coerce(k, v) for k, v in values.items()}).validate()
+
+
+def format_recipe(config: FinetuneConfig) -> str:
+    """The resolved recipe, one ``key = value`` per line, for printing before a run."""
+    width = max(len(name) for name in FIELD_NAMES)
+    return "\n".join(f"{name:<{width}} = {getattr(config, name)!r}" for name in FIELD_NAMES)
