@@ -1,1 +1,29 @@
-"""accvit_med.models"""
+"""Models: ACC-ViT (the paper's architecture) and the torchvision baselines, behind one registry.
+
+>>> from accvit_med.models import create_model
+>>> model = create_model("accvit_tiny", num_classes=7)               # random initialisation
+>>> model = create_model("convnext_tiny", num_classes=7, weights="imagenet")
+>>> model = create_model("accvit_tiny", num_classes=7, weights="pretrain.safetensors")
+"""
+
+from accvit_med.models.registry import (
+    ModelInfo,
+    classifier_head,
+    count_parameters,
+    create_model,
+    imagenet_weights_cached,
+    list_models,
+    model_info,
+    reset_classifier,
+)
+
+__all__ = [
+    "ModelInfo",
+    "classifier_head",
+    "count_parameters",
+    "create_model",
+    "imagenet_weights_cached",
+    "list_models",
+    "model_info",
+    "reset_classifier",
+]

@@ -1,0 +1,402 @@
+"""ACC-ViT: atrous attention + atrous inverted residual convolution (Ibtehaz et al., sections 2.1-2.5).
+
+Structure follows torchvision's ``models/maxvit.py`` (the paper's own starting point): a stem of two
+3x3 convolutions, four stages whose first layer halves the resolution, and MaxViT's classifier top.
+Each layer is an :class:`AtrousInvertedResidual` followed by an :class:`AtrousAttention` layer.
+
+The paper leaves several details open. The choices below are the ones that reproduce the
+parameter counts of its Table 2 and Table 8 (``shared/design/paper-spec.md``); each module says
+which choice it makes. Where the counts cannot decide (e.g. where the extra LayerNorm sits), the
+module says so and why it picked what it did. There are no public weights, so nothing here has to
+match a foreign state dict.
+
+Speed: every branch of an attention layer goes through ONE ``scaled_dot_product_attention`` call.
+Dilation only permutes pixels, so at a given stage every branch has the same number of 7x7 windows
+per image; the branches are stacked along the head axis. A per-branch reference path that applies
+the paper's einops rearranges literally is kept (``set_reference_attention``): tests compare the
+two, and FLOPs are counted on it because it is the computation graph the paper describes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
+from torchvision.ops.stochastic_depth import StochasticDepth
+
+from accvit_med.errors import UserError
+from accvit_med.models.partition import (
+    WINDOW,
+    atrous_window_pixels,
+    dilate,
+    relative_position_index,
+    undilate,
+    window_departition,
+    window_partition,
+)
+
+# Every stage halves the map; the stem and stage 1 together divide by 4 and stage 1's widest
+# dilation (8) must still leave whole 7x7 windows: 224 = 4 * 8 * 7. Deeper stages give the same bound.
+SIZE_MULTIPLE = 224
+
+# Dilation rates of the attention branches per stage (appendix A.2); rate 1 is the plain window.
+STAGE_RATES: tuple[tuple[int, ...], ...] = ((1, 2, 4, 8), (1, 2, 4), (1, 2), (1,))
+CONV_DILATIONS = (1, 2, 3)  # eq. 3
+EXPANSION = 4  # 1x1 expansion of the inverted residual, as MaxViT's MBConv
+SQUEEZE_RATIO = 0.25  # SE bottleneck relative to the block's output channels, as MaxViT
+MLP_RATIO = 4
+
+# MaxViT's BatchNorm (eps 1e-3, slow running statistics): the paper built on TorchVision's MaxViT.
+BatchNorm = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
+
+
+@dataclass(frozen=True)
+class ACCViTConfig:
+    """One row of Table 2."""
+
+    stem_channels: int
+    channels: tuple[int, int, int, int]
+    depths: tuple[int, int, int, int]
+    head_dim: int
+    drop_path_rate: float  # default stochastic depth: the pre-training recipe's value
+
+
+# Table 2. Head size 32 as MaxViT, 16 in pico and femto (their 32/48-channel stages would otherwise
+# have one or two heads; 16 reproduces the counts). Stochastic depth follows the pre-training recipe
+# (femto/pico 0, nano 0.1, tiny 0.2, small 0.3); base is not in the recipe and takes MaxViT-B's 0.4.
+CONFIGS: dict[str, ACCViTConfig] = {
+    "accvit_femto": ACCViTConfig(32, (32, 64, 128, 256), (1, 2, 4, 1), 16, 0.0),
+    "accvit_pico": ACCViTConfig(48, (48, 96, 192, 384), (1, 2, 4, 1), 16, 0.0),
+    "accvit_nano": ACCViTConfig(64, (64, 128, 256, 512), (1, 2, 4, 1), 32, 0.1),
+    "accvit_tiny": ACCViTConfig(64, (64, 128, 256, 512), (2, 3, 6, 2), 32, 0.2),
+    "accvit_small": ACCViTConfig(64, (96, 192, 384, 768), (2, 3, 6, 2), 32, 0.3),
+    "accvit_base": ACCViTConfig(64, (96, 192, 384, 768), (4, 6, 14, 2), 32, 0.4),
+}
+
+
+def check_image_size(height: int, width: int) -> None:
+    """Raise a UserError unless both sides are positive multiples of 224."""
+    if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise UserError(
+            f"ACC-ViT cannot take {height}x{width} images: height and width must be multiples of "
+            f"{SIZE_MULTIPLE} (224, 448, 672, ...) so that the dilated maps split into 7x7 windows; "
+            "resize or crop the images to e.g. 224x224 or 448x448"
+        )
+
+
+class AtrousInvertedResidual(nn.Module):
+    """Eq. 3: 1x1 expand x4 -> three depthwise 3x3 (dilation 1, 2, 3) fused by gating -> 1x1 project.
+
+    Choices (they reproduce Table 2 and Table 8): as MaxViT's MBConv, a BatchNorm pre-norm, the
+    expansion to 4x the OUTPUT channels with BN and GELU, the stride in the depthwise convolutions and
+    an avg-pool + 1x1 shortcut when the layer downsamples. Each depthwise branch has its own BN, GELU
+    and squeeze-and-excitation (bottleneck = output channels / 4); there is no SE after the fusion.
+    The gate is a per-pixel linear layer (a 1x1 convolution) from the expanded features to one weight
+    per branch, softmaxed over branches. When the layer downsamples, the gate reads the expanded map
+    through the shortcut's 3x3/2 average pool so that it sees the pixels the branches produce.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, drop_path: float) -> None:
+        super().__init__()
+        mid_channels = out_channels * EXPANSION
+        squeeze_channels = int(out_channels * SQUEEZE_RATIO)
+        if stride == 1 and in_channels == out_channels:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            pool = [nn.AvgPool2d(3, stride=stride, padding=1)] if stride == 2 else []
+            self.shortcut = nn.Sequential(*pool, nn.Conv2d(in_channels, out_channels, 1))
+        self.pre_norm = BatchNorm(in_channels)
+        self.expand = Conv2dNormActivation(
+            in_channels, mid_channels, 1, norm_layer=BatchNorm, activation_layer=nn.GELU, inplace=None
+        )
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                Conv2dNormActivation(
+                    mid_channels,
+                    mid_channels,
+                    3,
+                    stride=stride,
+                    padding=dilation,
+                    dilation=dilation,
+                    groups=mid_channels,
+                    norm_layer=BatchNorm,
+                    activation_layer=nn.GELU,
+                    inplace=None,
+                ),
+                SqueezeExcitation(mid_channels, squeeze_channels, activation=nn.SiLU),
+            )
+            for dilation in CONV_DILATIONS
+        )
+        self.gate_pool = nn.AvgPool2d(3, stride=stride, padding=1) if stride == 2 else nn.Identity()
+        self.gate = nn.Conv2d(mid_channels, len(CONV_DILATIONS), 1)
+        self.project = nn.Conv2d(mid_channels, out_channels, 1)
+        self.drop_path = StochasticDepth(drop_path, mode="row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expanded = self.expand(self.pre_norm(x))
+        weights = torch.softmax(self.gate(self.gate_pool(expanded)), dim=1)
+        fused = weights[:, 0:1] * self.branches[0](expanded)
+        for index in range(1, len(self.branches)):
+            fused = fused + weights[:, index : index + 1] * self.branches[index](expanded)
+        return self.shortcut(x) + self.drop_path(self.project(fused))
+
+
+class AttentionBranch(nn.Module):
+    """One branch of atrous attention: its own pre-LayerNorm, qkv, output projection and 7x7
+    relative position bias (the counts need all of them per branch)."""
+
+    def __init__(self, channels: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads = channels // head_dim
+        self.head_dim = head_dim
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * WINDOW - 1) ** 2, self.heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(WINDOW), persistent=False)
+
+    def relative_bias(self) -> torch.Tensor:
+        """``(heads, 49, 49)`` additive attention bias."""
+        return self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)
+
+    def attend(self, windows: torch.Tensor) -> torch.Tensor:
+        """Reference attention on ``(B, windows, 49, C)`` with explicit matmuls (the paper's graph).
+
+        Returns the heads concatenated, BEFORE the output projection.
+        """
+        b, g, length, channels = windows.shape
+        qkv = self.qkv(self.norm(windows)).view(b, g, length, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, G, heads, L, head_dim)
+        # Scale by the head size, as scaled_dot_product_attention does. (TorchVision's MaxViT scales by
+        # the channel count instead; with no public ACC-ViT weights to match, we keep the standard one.)
+        scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-2, -1)) + self.relative_bias()
+        out = torch.matmul(scores.softmax(dim=-1), v)
+        return out.transpose(2, 3).reshape(b, g, length, channels)
+
+
+class AtrousAttention(nn.Module):
+    """Sections 2.1-2.2: windowed attention on the map and its dilated versions, fused by a gate.
+
+    Gate (2.2): softmax over branches of ONE linear layer (C -> branches) applied per pixel to the
+    layer's input; one weight per branch and pixel (a per-channel gate would not match the counts).
+    A single branch (stage 4) has no gate.
+    """
+
+    def __init__(self, channels: int, head_dim: int, rates: tuple[int, ...]) -> None:
+        super().__init__()
+        if channels % head_dim:
+            raise ValueError(f"channels {channels} must be a multiple of head_dim {head_dim}")
+        self.rates = rates
+        self.heads = channels // head_dim
+        self.head_dim = head_dim
+        self.branches = nn.ModuleList(AttentionBranch(channels, head_dim) for _ in rates)
+        self.gate = nn.Linear(channels, len(rates)) if len(rates) > 1 else None
+        self.use_reference = False
+        # (height, width, device) -> (gather, scatter) token indices of the fast path.
+        self._index_cache: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` -> fused attention ``(B, H, W, C)`` (the gated sum of the branches)."""
+        if self.use_reference:
+            return self._forward_reference(tokens)
+        return self._forward_fast(tokens)
+
+    def gate_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, branches)`` weights, summing to 1 over branches at every pixel."""
+        if self.gate is None:
+            return tokens.new_ones(*tokens.shape[:-1], 1)
+        return torch.softmax(self.gate(tokens), dim=-1)
+
+    def branch_outputs(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Each branch's projected attention output as ``(B, H, W, C)``, via the paper's einops ops."""
+        x = tokens.permute(0, 3, 1, 2)
+        height, width = x.shape[-2:]
+        outputs = []
+        for rate, branch in zip(self.rates, self.branches):
+            dilated = dilate(x, rate)
+            attended = branch.proj(branch.attend(window_partition(dilated)))
+            restored = undilate(window_departition(attended, height // rate, width // rate), rate)
+            outputs.append(restored.permute(0, 2, 3, 1))
+        return outputs
+
+    def _forward_reference(self, tokens: torch.Tensor) -> torch.Tensor:
+        weights = self.gate_weights(tokens)
+        outputs = self.branch_outputs(tokens)
+        fused = weights[..., 0:1] * outputs[0]
+        for index in range(1, len(outputs)):
+            fused = fused + weights[..., index : index + 1] * outputs[index]
+        return fused
+
+    def _indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token order of the fast path, from the reference partition applied to pixel numbers.
+
+        ``gather`` picks, for (window, branch, token), the row ``pixel * branches + branch`` of the
+        per-pixel qkv of all branches; ``scatter`` is its inverse permutation.
+        """
+        key = (height, width, str(device))
+        if key not in self._index_cache:
+            n = len(self.rates)
+            rows = [atrous_window_pixels(height, width, rate) * n + b for b, rate in enumerate(self.rates)]
+            gather = torch.stack(rows, dim=1).flatten()  # (windows, branch, token) order
+            scatter = torch.empty_like(gather)
+            scatter[gather] = torch.arange(gather.numel())
+            self._index_cache[key] = (gather.to(device), scatter.to(device))
+        return self._index_cache[key]
+
+    def _forward_fast(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, height, width, channels = tokens.shape
+        n, heads, head_dim, length = len(self.rates), self.heads, self.head_dim, WINDOW * WINDOW
+        pixels = height * width
+        windows = pixels // length
+        gather, scatter = self._indices(height, width, tokens.device)
+        flat = tokens.reshape(b, pixels, channels)
+
+        # Every branch's LayerNorm sees the same pixels, so the statistics are shared: normalise once
+        # and fold each branch's affine (gamma, beta) into its qkv weights. Then ONE matmul gives the
+        # q, k, v of every branch at every pixel.
+        norm0 = self.branches[0].norm
+        normed = F.layer_norm(flat, (channels,), eps=norm0.eps)
+        qkv_weight = torch.cat([br.qkv.weight * br.norm.weight for br in self.branches])
+        qkv_bias = torch.cat([br.qkv.weight @ br.norm.bias + br.qkv.bias for br in self.branches])
+        qkv = F.linear(normed, qkv_weight, qkv_bias)  # (B, pixels, n*3C)
+
+        # Gather into (window, branch, token) order; branches stack along the head axis.
+        qkv = qkv.view(b, pixels * n, 3 * channels).index_select(1, gather)
+        qkv = qkv.view(b * windows, n, length, 3, heads, head_dim).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.reshape(3, b * windows, n * heads, length, head_dim).unbind(0)
+        bias = torch.cat([br.relative_bias() for br in self.branches]).to(q.dtype)  # (n*heads, L, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*windows, n*heads, L, hd)
+
+        # Back to (pixel, branch) order, then projection and gated sum in one matmul:
+        # sum_i g_i (W_i y_i + c_i) = [W_1 .. W_n] @ concat_i(g_i y_i) + g @ [c_1 .. c_n].
+        out = out.view(b, windows, n, heads, length, head_dim).transpose(3, 4)
+        out = out.reshape(b, windows * n * length, channels).index_select(1, scatter).view(b, pixels, n, channels)
+        proj_weight = torch.cat([br.proj.weight for br in self.branches], dim=1)  # (C, n*C)
+        proj_bias = torch.stack([br.proj.bias for br in self.branches])  # (n, C)
+        if self.gate is None:
+            fused = F.linear(out.view(b, pixels, channels), proj_weight, proj_bias[0])
+        else:
+            weights = torch.softmax(self.gate(flat), dim=-1)  # (B, pixels, n)
+            gated = (out * weights.unsqueeze(-1)).view(b, pixels, n * channels)
+            fused = F.linear(gated, proj_weight)
+            fused = fused + weights @ proj_bias
+        return fused.view(b, height, width, channels)
+
+
+class ACCViTLayer(nn.Module):
+    """Atrous inverted residual convolution, then atrous attention with a shared MLP (2.3).
+
+    Choices: the fused attention goes through one more LayerNorm before the residual add. The counts
+    require exactly one LayerNorm(C) per layer beyond the branch pre-norms and the MLP's pre-norm but
+    cannot say where; normalising the gated sum keeps its scale independent of how many branches
+    there are and of how peaked the gate is. The MLP (ratio 4, GELU, pre-norm) is shared by all
+    branches: it runs once, on the fused map.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int, head_dim: int, rates: tuple[int, ...], drop_path: float
+    ) -> None:
+        super().__init__()
+        self.conv = AtrousInvertedResidual(in_channels, out_channels, stride, drop_path)
+        self.attention = AtrousAttention(out_channels, head_dim, rates)
+        self.attention_norm = nn.LayerNorm(out_channels)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(out_channels),
+            nn.Linear(out_channels, out_channels * MLP_RATIO),
+            nn.GELU(),
+            nn.Linear(out_channels * MLP_RATIO, out_channels),
+        )
+        self.drop_path = StochasticDepth(drop_path, mode="row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        # Attention and MLP work per pixel on channels-last tokens; with channels_last memory format
+        # these permutes are free views.
+        tokens = x.permute(0, 2, 3, 1)
+        tokens = tokens + self.drop_path(self.attention_norm(self.attention(tokens)))
+        tokens = tokens + self.drop_path(self.mlp(tokens))
+        return tokens.permute(0, 3, 1, 2)
+
+
+class ACCViT(nn.Module):
+    """Stem, four stages (first layer of each halves the map), MaxViT's classifier top."""
+
+    def __init__(self, config: ACCViTConfig, num_classes: int = 1000, drop_path_rate: float | None = None) -> None:
+        super().__init__()
+        self.config = config
+        rate = config.drop_path_rate if drop_path_rate is None else drop_path_rate
+        # MaxViT's stem: 3x3/2 conv + BN + GELU, then a plain 3x3 conv with bias.
+        self.stem = nn.Sequential(
+            Conv2dNormActivation(
+                3, config.stem_channels, 3, stride=2, norm_layer=BatchNorm, activation_layer=nn.GELU,
+                bias=False, inplace=None,
+            ),
+            Conv2dNormActivation(
+                config.stem_channels, config.stem_channels, 3, norm_layer=None, activation_layer=None, bias=True
+            ),
+        )
+        # Stochastic depth grows linearly over all layers, as in MaxViT.
+        total = sum(config.depths)
+        drop_paths = [rate * i / max(total - 1, 1) for i in range(total)]
+        stages = []
+        in_channels = config.stem_channels
+        for stage, (channels, depth, rates) in enumerate(zip(config.channels, config.depths, STAGE_RATES)):
+            layers = [
+                ACCViTLayer(
+                    in_channels if i == 0 else channels,
+                    channels,
+                    2 if i == 0 else 1,
+                    config.head_dim,
+                    rates,
+                    drop_paths[sum(config.depths[:stage]) + i],
+                )
+                for i in range(depth)
+            ]
+            stages.append(nn.Sequential(*layers))
+            in_channels = channels
+        self.stages = nn.Sequential(*stages)
+        width = config.channels[-1]
+        # MaxViT's top: LayerNorm -> Linear -> Tanh -> Linear without bias.
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.LayerNorm(width),
+            nn.Linear(width, width),
+            nn.Tanh(),
+            nn.Linear(width, num_classes, bias=False),
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # MaxViT's initialisation (normal 0.02, zero biases); relative bias tables keep trunc normal.
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_size(x.shape[-2], x.shape[-1])
+        # channels_last keeps convolutions fast on CPU and makes the token views free.
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        return self.stages(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+
+def set_reference_attention(model: nn.Module, enabled: bool = True) -> None:
+    """Switch every atrous attention layer to the per-branch einops path (or back to the fast one)."""
+    for module in model.modules():
+        if isinstance(module, AtrousAttention):
+            module.use_reference = enabled
+
+
+def build_acc_vit(name: str, num_classes: int = 1000, drop_path_rate: float | None = None) -> ACCViT:
+    return ACCViT(CONFIGS[name], num_classes=num_classes, drop_path_rate=drop_path_rate)
