@@ -1,0 +1,117 @@
+"""``accvit-med split``: a stratified, leakage-audited train/val/test split of a data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DATASETS = "ham10000, eyepacs, busi, folder, csv"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("split")(split)
+
+
+def split(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"Data set layout: {DATASETS}."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="Folder as the download unpacked [default: datasets/<dataset>/]."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Split CSV to write; the manifest goes beside it [default: splits/<dataset>.csv]."
+    ),
+    seed: int = typer.Option(42, "--seed", help="Random seed; same inputs and seed give byte-identical files."),
+    ratios: str = typer.Option("60,20,20", "--ratios", help="train,val,test proportions."),
+    group: bool = typer.Option(
+        True, "--group/--no-group",
+        help="Keep each group (lesion, patient) in one split; --no-group is the paper's image-level protocol.",
+    ),
+    check: bool = typer.Option(False, "--check", help="Open every image; leave out unreadable ones (listed)."),
+    dedupe: bool = typer.Option(
+        False, "--dedupe", help="Group near-identical images (perceptual hash) so copies cannot straddle splits."
+    ),
+    audit: Optional[Path] = typer.Option(
+        None, "--audit", help="Audit an existing split file for leakage instead (exit 1 if any is found)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Split a data set into train/val/test: stratified by class, group-aware, audited for leakage.
+
+    Writes the split CSV (path,label,group,split) and its JSON manifest, then prints the class x
+    split counts. With --audit FILE it only checks an existing split: groups or byte-identical
+    files in two splits are printed and the exit code is 1.
+    """
+    from accvit_med.datasets.splits import parse_ratios
+    from accvit_med.errors import UserError
+
+    if audit is not None:
+        _audit(audit, data_dir)
+        return
+    if dataset is None:
+        raise UserError(f"--dataset is required (one of {DATASETS}), or --audit FILE to check a split")
+    from accvit_med.datasets.build import create_split
+
+    result = create_split(
+        dataset, data_dir, out, seed=seed, ratios=parse_ratios(ratios), grouped=group,
+        check=check, dedupe=dedupe, progress=not quiet,
+    )
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    from rich.console import Console
+
+    console = Console()
+    manifest = result.manifest
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    if result.excluded:
+        console.print(f"left out {len(result.excluded)} unreadable image(s):", markup=False, soft_wrap=True)
+        for path, reason in result.excluded:
+            console.print(f"  {path}: {reason}", markup=False, soft_wrap=True)
+    console.print(_count_table(manifest))
+    mode = "group-aware" if manifest["grouped"] else "image-level"
+    console.print(f"{mode} split of {manifest['n_samples']} images, seed {manifest['seed']}", markup=False, soft_wrap=True)
+    findings = result.audit.lines()
+    console.print("leakage audit: " + ("clean" if not findings else "see below"), markup=False, soft_wrap=True)
+    for line in findings:
+        console.print(f"  {line}", markup=False, soft_wrap=True)
+    console.print(f"wrote {result.csv_path} and {result.csv_path.with_suffix('.json')}", markup=False, soft_wrap=True)
+
+
+def _count_table(manifest: dict):
+    from rich.table import Table
+
+    counts = manifest["counts"]
+    splits = list(counts)
+    table = Table(title=f"{manifest['dataset']}: images per class and split")
+    table.add_column("class")
+    for name in splits:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for cls in manifest["classes"]:
+        total = sum(counts[s][cls] for s in splits)
+        cells = [f"{counts[s][cls]} ({100 * counts[s][cls] / total:.1f}%)" if total else "0" for s in splits]
+        table.add_row(cls, *cells, str(total))
+    per_split = [sum(counts[s].values()) for s in splits]
+    grand = sum(per_split)
+    table.add_row("all", *[f"{n} ({100 * n / grand:.1f}%)" for n in per_split], str(grand), style="bold")
+    return table
+
+
+def _audit(csv_path: Path, data_dir: Optional[Path]) -> None:
+    from accvit_med.datasets.build import audit_split_file
+
+    report = audit_split_file(csv_path, data_dir)
+    findings = report.audit.lines()
+    typer.echo(f"audited {report.csv_path}: {report.n_samples} images under {report.root}")
+    if not findings:
+        typer.echo("leakage audit: clean (no group and no byte-identical file in two splits)")
+        return
+    for line in findings:
+        typer.echo(f"leakage: {line}")
+    if not report.audit.clean:
+        # A finding, not a usage error: exit 1 (usage errors are 2).
+        raise typer.Exit(code=1)
