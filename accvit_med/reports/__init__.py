@@ -9,11 +9,17 @@ The library calls others use:
 
 from accvit_med.reports.metrics import MetricWarning, classification_metrics
 from accvit_med.reports.predictions import Predictions, read_predictions, write_predictions
+from accvit_med.reports.report import ReportResult, write_report
+from accvit_med.reports.runs import RunInput, resolve_input
 
 __all__ = [
     "MetricWarning",
     "Predictions",
+    "ReportResult",
+    "RunInput",
     "classification_metrics",
     "read_predictions",
+    "resolve_input",
     "write_predictions",
+    "write_report",
 ]

@@ -1,0 +1,125 @@
+"""The report's figures: confusion matrices, reliability diagram, ROC curves, Figure 5's grid.
+
+Plotting functions return a :class:`matplotlib.figure.Figure` (no pyplot, no global state), so
+callers and tests can inspect axes and labels before :func:`save_png` writes them. PNGs carry no
+software version or date, so the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from accvit_med.fileio import atomic_write_bytes
+
+_DPI = 120
+
+
+def save_png(figure: Figure, path: str | os.PathLike) -> None:
+    """Write ``figure`` as a PNG atomically, without metadata that would vary between runs."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None}, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _side(k: int) -> float:
+    return max(3.5, 0.55 * k + 2.0)
+
+
+def draw_confusion(ax, cm: np.ndarray, classes: Sequence[str], normalize: bool, title: str) -> None:
+    """Draw one confusion matrix on ``ax``: colour = row-normalised rate, text = count or rate."""
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    rates = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    # Colour by the row-normalised rate even for counts, so rare classes stay readable.
+    ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    k = len(classes)
+    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize="medium")
+    size = "small" if k <= 7 else "x-small"
+    for i in range(k):
+        for j in range(k):
+            text = f"{rates[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=size,
+                    color="white" if rates[i, j] > 0.5 else "black")
+
+
+def confusion_figure(cm: np.ndarray, classes: Sequence[str], normalize: bool = False,
+                     title: str = "") -> Figure:
+    """A confusion matrix as counts (``normalize=False``) or row-normalised rates."""
+    side = _side(len(classes))
+    figure = Figure(figsize=(side, side))
+    draw_confusion(figure.add_subplot(), cm, classes, normalize,
+                   title + (" (row-normalised)" if normalize else " (counts)"))
+    return figure
+
+
+def reliability_figure(bins: dict, title: str = "") -> Figure:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with the ECE."""
+    figure = Figure(figsize=(4.5, 4.5))
+    ax = figure.add_subplot()
+    edges = bins["edges"]
+    width = np.diff(edges)
+    filled = bins["count"] > 0
+    ax.bar(edges[:-1][filled], bins["accuracy"][filled], width=width[filled], align="edge",
+           edgecolor="black", color="tab:blue", label="accuracy")
+    ax.bar(edges[:-1][filled], (bins["confidence"] - bins["accuracy"])[filled],
+           bottom=bins["accuracy"][filled], width=width[filled], align="edge",
+           color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}  ECE = {100 * bins['ece']:.2f}%".strip(), fontsize="medium")
+    ax.legend(loc="upper left", fontsize="small")
+    return figure
+
+
+def roc_figure(probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str],
+               auc: Sequence[float | None], title: str = "") -> Figure:
+    """One-vs-rest ROC curve per class (classes absent from the test set are left out)."""
+    from sklearn.metrics import roc_curve
+
+    figure = Figure(figsize=(5, 5))
+    ax = figure.add_subplot()
+    for c, name in enumerate(classes):
+        if auc[c] is None:
+            continue
+        fpr, tpr, _ = roc_curve(y_true == c, probs[:, c])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc[c]:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title(f"{title} one-vs-rest ROC".strip(), fontsize="medium")
+    ax.legend(loc="lower right", fontsize="small")
+    return figure
+
+
+def confusion_grid_figure(
+    cells: Sequence[Sequence[tuple[np.ndarray, Sequence[str]] | None]],
+    row_titles: Sequence[str],
+    column_titles: Sequence[str],
+) -> Figure:
+    """Figure 5's layout: one row per dataset, one column per model (counts, coloured by rate)."""
+    n_rows, n_cols = len(row_titles), len(column_titles)
+    k_max = max(len(cell[1]) for row in cells for cell in row if cell is not None)
+    side = _side(k_max)
+    figure = Figure(figsize=(side * n_cols, side * n_rows + 0.3), layout="constrained")
+    axes = figure.subplots(n_rows, n_cols, squeeze=False)
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            ax = axes[r][c]
+            if cell is None:
+                ax.set_axis_off()
+                continue
+            cm, classes = cell
+            draw_confusion(ax, cm, classes, normalize=False, title=f"{row_titles[r]} / {column_titles[c]}")
+    return figure

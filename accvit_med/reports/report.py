@@ -1,0 +1,473 @@
+"""``write_report``: one folder of tables, figures and JSON from one or many runs.
+
+Inputs are grouped by dataset; each dataset's runs must share one class set. Rows are sorted
+by image path, so row order in the files does not matter, and runs on the same test images
+share the same stratified bootstrap resamples: their confidence intervals and the paired
+differences (ACC-ViT minus each baseline) come from one set of resamples. The folder is built
+beside ``out_dir`` and moved into place at the end, so an interrupted report leaves the
+previous one intact; the same inputs and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from accvit_med import __version__
+from accvit_med.errors import UserError
+from accvit_med.fileio import atomic_write_json, atomic_write_text
+from accvit_med.reports import figures, tables
+from accvit_med.reports.bootstrap import (CI_LEVEL, DEFAULT_RESAMPLES, bootstrap_scores,
+                                          paired_difference)
+from accvit_med.reports.calibration import DEFAULT_BINS, reliability_bins
+from accvit_med.reports.metrics import classification_metrics, confidence_intervals
+from accvit_med.reports.runs import RunInput, resolve_input
+
+# The paper's orders: Table 1 lists the baselines first, Tables 5-7 put ACC-ViT first.
+_TABLE1_BASELINES = ("swin_t", "convnext_tiny", "maxvit_t")
+_DETAIL_BASELINES = ("convnext_tiny", "swin_t", "maxvit_t")
+_ACCVIT_SIZES = ("pico", "femto", "nano", "tiny", "small", "base")
+_DATASET_ORDER = ("ham10000", "eyepacs", "busi")
+COMPARED_METRICS = ("accuracy", "macro_f1", "macro_auc", "quadratic_weighted_kappa")
+
+
+def is_accvit(model: str) -> bool:
+    return model.lower().replace("-", "_").startswith(("accvit", "acc_vit"))
+
+
+def _accvit_rank(model: str) -> int:
+    size = model.lower().rsplit("_", 1)[-1]
+    return _ACCVIT_SIZES.index(size) if size in _ACCVIT_SIZES else len(_ACCVIT_SIZES)
+
+
+def _model_key(model: str, baselines: Sequence[str], accvit_first: bool) -> tuple:
+    if is_accvit(model):
+        return (0 if accvit_first else 2, _accvit_rank(model), model)
+    if model in baselines:
+        return (1 if accvit_first else 0, baselines.index(model), model)
+    return (3, 0, model)
+
+
+def _dataset_key(dataset: str) -> tuple:
+    known = dataset.lower()
+    return (0, _DATASET_ORDER.index(known), "") if known in _DATASET_ORDER else (1, 0, dataset)
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "run"
+
+
+@dataclass
+class ScoredRun:
+    name: str  # the row label: the model, or model@run when a model appears twice
+    run: RunInput
+    metrics: dict
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    datasets: dict[str, list[ScoredRun]]
+    comparisons: list[dict]
+    notes: list[str]
+    files: list[str] = field(default_factory=list)
+
+
+def write_report(
+    inputs: Iterable[str | os.PathLike | RunInput],
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    n_boot: int = DEFAULT_RESAMPLES,
+    *,
+    split: str = "test",
+    dataset: str | None = None,
+    model: str | None = None,
+    ordinal: bool | None = None,
+    paired: bool = True,
+    reference: str | None = None,
+    ece_bins: int = DEFAULT_BINS,
+    progress: bool = False,
+) -> ReportResult:
+    """Score every input and write the report folder ``out_dir``; returns what was computed.
+
+    ``dataset``/``model`` name bare inputs (``model`` only when there is one input); ``ordinal``
+    True forces quadratic weighted kappa. ``reference`` is the model compared with every other
+    run of its dataset (default: the ACC-ViT runs); ``paired=False`` skips the comparisons (and
+    the check that runs share their test images).
+    """
+    inputs = list(inputs)
+    if not inputs:
+        raise UserError("no inputs; pass run directories or predictions CSV files")
+    if model is not None and len(inputs) > 1:
+        raise UserError("--model names a single input; label several inputs as MODEL=PATH")
+    if n_boot < 0:
+        raise UserError(f"n_boot is {n_boot}; pass 0 (no intervals) or more resamples, e.g. 1000")
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    runs = [x if isinstance(x, RunInput) else resolve_input(x, split, dataset, model, ordinal)
+            for x in inputs]
+
+    notes: list[str] = []
+    datasets: dict[str, list[ScoredRun]] = {}
+    comparisons: list[dict] = []
+    for name in sorted({run.dataset for run in runs}, key=_dataset_key):
+        group = _prepare_dataset(name, [run for run in runs if run.dataset == name], paired)
+        scored, distributions = _score_dataset(group, seed, n_boot, paired, ece_bins)
+        datasets[name] = scored
+        for run in scored:
+            notes += [f"{name}/{run.name}: {note}" for note in run.metrics["notes"]]
+        if paired and n_boot > 0 and len(scored) > 1:
+            found, dataset_notes = _compare(name, scored, distributions, reference)
+            comparisons += found
+            notes += dataset_notes
+    if reference is not None and paired and not any(c["reference"] for c in comparisons):
+        raise UserError(f"--reference '{reference}' matches no run that has another run on its "
+                        "dataset; pass one of the report's model names")
+    if not paired:
+        notes.append("paired comparisons skipped (--no-paired)")
+    elif n_boot == 0:
+        notes.append("paired comparisons and confidence intervals skipped (no bootstrap resamples)")
+
+    result = ReportResult(out_dir, datasets, comparisons, notes)
+    settings = {"seed": seed, "n_boot": n_boot, "split": split, "ece_bins": ece_bins}
+    _write_folder(result, settings, progress)
+    return result
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out '{out_dir}' is a file; pass a folder for the report")
+    # The report replaces the folder: never do that to a folder it did not write.
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.json").is_file():
+        raise UserError(f"--out '{out_dir}' exists and is not an accvit-med report folder; "
+                        "pass a new or empty folder")
+
+
+def _prepare_dataset(name: str, group: list[RunInput], paired: bool) -> list[tuple[str, RunInput]]:
+    """Check class sets, align class order, sort rows by path, name the rows, check pairing."""
+    first = group[0]
+    aligned = []
+    for run in group:
+        if set(run.classes) != set(first.classes):
+            raise UserError(
+                f"'{first.source}' and '{run.source}' are both in dataset '{name}' but have "
+                f"different classes ({', '.join(first.classes)} vs {', '.join(run.classes)}); "
+                "report them separately or label them DATASET/MODEL=PATH"
+            )
+        predictions = run.predictions.with_class_order(first.classes)
+        predictions = predictions.take(np.argsort(predictions.paths, kind="stable"))
+        aligned.append(replace(run, predictions=predictions))
+    aligned.sort(key=lambda run: _model_key(run.model, _DETAIL_BASELINES, accvit_first=True))
+
+    counts = Counter(run.model for run in aligned)
+    named = []
+    for run in aligned:
+        suffix = run.run_name or Path(run.source).stem
+        named.append((run.model if counts[run.model] == 1 else f"{run.model}@{suffix}", run))
+    seen: dict[str, RunInput] = {}
+    for label, run in named:
+        if label in seen:
+            raise UserError(f"'{seen[label].source}' and '{run.source}' would both be '{label}' in "
+                            f"dataset '{name}'; label them MODEL=PATH with different names")
+        seen[label] = run
+
+    if paired and len(aligned) > 1:
+        _check_same_rows(aligned)
+    return named
+
+
+def _check_same_rows(runs: list[RunInput]) -> None:
+    reference = runs[0].predictions
+    repeated = [p for p, c in Counter(reference.paths.tolist()).items() if c > 1]
+    if repeated:
+        raise UserError(f"'{runs[0].source}' lists '{repeated[0]}' more than once; paired "
+                        "comparisons need one row per image (or pass --no-paired)")
+    for run in runs[1:]:
+        other = run.predictions
+        if len(other) != len(reference) or not np.array_equal(other.paths, reference.paths):
+            only = sorted(set(reference.paths.tolist()) ^ set(other.paths.tolist()))
+            example = f", e.g. '{only[0]}' is in one only" if only else ""
+            raise UserError(
+                f"'{runs[0].source}' ({len(reference)} rows) and '{run.source}' ({len(other)} rows) "
+                f"do not hold the same test images{example}; paired comparisons need one test set "
+                "(or pass --no-paired)"
+            )
+        differs = np.flatnonzero(other.labels != reference.labels)
+        if differs.size:
+            path = reference.paths[differs[0]]
+            raise UserError(f"'{runs[0].source}' and '{run.source}' disagree on the true label of "
+                            f"'{path}'; they were scored against different ground truth")
+
+
+def _score_dataset(group: list[tuple[str, RunInput]], seed: int, n_boot: int, paired: bool,
+                   ece_bins: int) -> tuple[list[ScoredRun], list[dict[str, np.ndarray]]]:
+    ordinal = any(run.ordinal for _, run in group)
+    classes = list(group[0][1].classes)
+    k = len(classes)
+    distributions: list[dict[str, np.ndarray]] = [{} for _ in group]
+    if n_boot > 0:
+        if paired:
+            # Same rows (checked), same seed: the runs share every resample.
+            y_true = group[0][1].predictions.y_true
+            distributions = bootstrap_scores(
+                y_true, [(run.predictions.y_pred, run.predictions.probs) for _, run in group],
+                k, n_boot, seed, ordinal)
+        else:
+            distributions = [
+                bootstrap_scores(run.predictions.y_true, [(run.predictions.y_pred, run.predictions.probs)],
+                                 k, n_boot, seed, ordinal)[0]
+                for _, run in group
+            ]
+    scored = []
+    for (name, run), distribution in zip(group, distributions):
+        p = run.predictions
+        metrics = classification_metrics(p.labels, p.preds, p.probs, classes, ordinal,
+                                         ece_bins=ece_bins, warn=False)
+        if n_boot > 0:
+            metrics["ci"] = confidence_intervals(distribution)
+            metrics.update(ci_level=CI_LEVEL, n_boot=n_boot, seed=seed)
+        scored.append(ScoredRun(name, run, metrics))
+    return scored, distributions
+
+
+def _compare(dataset: str, scored: list[ScoredRun], distributions: list[dict[str, np.ndarray]],
+             reference: str | None) -> tuple[list[dict], list[str]]:
+    if reference is None:
+        references = [i for i, run in enumerate(scored) if is_accvit(run.run.model)]
+    else:
+        references = [i for i, run in enumerate(scored) if reference in (run.name, run.run.model)]
+    if not references:
+        return [], [f"{dataset}: no ACC-ViT run, so no paired comparisons (name one with --reference)"]
+    comparisons = []
+    for i in references:
+        for j, other in enumerate(scored):
+            if j in references:
+                continue
+            for metric in COMPARED_METRICS:
+                if metric not in distributions[i]:
+                    continue
+                a, b = scored[i].metrics[metric], other.metrics[metric]
+                estimate = None if a is None or b is None else a - b
+                comparisons.append({
+                    "dataset": dataset, "reference": scored[i].name, "baseline": other.name,
+                    "metric": metric,
+                    **paired_difference(distributions[i][metric], distributions[j][metric], estimate),
+                })
+    return comparisons, []
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+_FIGURE_KINDS = ("confusion_counts", "confusion_normalized", "reliability", "roc")
+
+
+def _write_folder(result: ReportResult, settings: dict, progress: bool) -> None:
+    out_dir = result.out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; a report is meant to be shared
+        files = _write_contents(result, settings, staging, progress)
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            os.replace(out_dir, retired / "report")
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result.files = files
+
+
+def _write_table(folder: Path, stem: str, table: tables.Table, files: list[str]) -> None:
+    for suffix, render in (("md", tables.to_markdown), ("csv", tables.to_csv), ("tex", tables.to_latex)):
+        atomic_write_text(folder / f"{stem}.{suffix}", render(table))
+        files.append(f"{stem}.{suffix}")
+
+
+def _figure_path(dataset: str, name: str, kind: str) -> str:
+    return f"figures/{_file_name(dataset)}/{_file_name(name)}_{kind}.png"
+
+
+def _write_contents(result: ReportResult, settings: dict, folder: Path, progress: bool) -> list[str]:
+    files: list[str] = []
+    results = {ds: {run.name: run.metrics for run in runs} for ds, runs in result.datasets.items()}
+    row_names = sorted({run.name: run.run.model for runs in result.datasets.values() for run in runs}.items(),
+                       key=lambda item: (_model_key(item[1], _TABLE1_BASELINES, accvit_first=False), item[0]))
+    table_1 = tables.table1(results, [name for name, _ in row_names])
+    _write_table(folder, "table1", table_1, files)
+    summary = _summary_table(result)
+    _write_table(folder, "summary", summary, files)
+    detail: dict[str, list[tables.Table]] = {}
+    for ds, runs in results.items():
+        stem = _file_name(ds)
+        detail[ds] = [tables.per_class_table(ds, runs), tables.clinical_table(ds, runs)]
+        _write_table(folder, f"{stem}_per_class", detail[ds][0], files)
+        _write_table(folder, f"{stem}_sensitivity_specificity_auc", detail[ds][1], files)
+        paired = _paired_table(ds, [c for c in result.comparisons if c["dataset"] == ds],
+                               settings["n_boot"])
+        if paired is not None:
+            detail[ds].append(paired)
+            _write_table(folder, f"{stem}_paired", paired, files)
+
+    for ds, runs in result.datasets.items():
+        for run in runs:
+            path = f"metrics/{_file_name(ds)}/{_file_name(run.name)}.json"
+            atomic_write_json(folder / path, run.metrics)
+            files.append(path)
+    files += _write_figures(result, settings, folder, progress)
+
+    inputs = [{"dataset": ds, "name": run.name, "model": run.run.model, "predictions": run.run.source,
+               "sha256": run.run.sha256, "run_dir": run.run.run_dir}
+              for ds, runs in result.datasets.items() for run in runs]
+    atomic_write_json(folder / "report.json", {
+        "tool": f"accvit-med {__version__}",
+        "settings": {**settings, "ci_level": CI_LEVEL},
+        "inputs": inputs,
+        "datasets": {ds: {"classes": runs[0].metrics["classes"], "ordinal": runs[0].metrics["ordinal"],
+                          "runs": {run.name: run.metrics for run in runs}}
+                     for ds, runs in result.datasets.items()},
+        "comparisons": result.comparisons,
+        "notes": result.notes,
+    })
+    files.append("report.json")
+    atomic_write_text(folder / "report.md", _markdown(result, settings, inputs, table_1, summary, detail))
+    files.append("report.md")
+    return sorted(files)
+
+
+def _write_figures(result: ReportResult, settings: dict, folder: Path, progress: bool) -> list[str]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    written = []
+    every_run = [(ds, run) for ds, runs in result.datasets.items() for run in runs]
+    with Progress(TextColumn("figures"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        task = bar.add_task("figures", total=len(every_run) + 1)
+        for ds, run in every_run:
+            p = run.run.predictions
+            title = f"{run.name} on {ds}"
+            cm = np.asarray(run.metrics["confusion_matrix"])
+            auc = [run.metrics["per_class"][c]["auc"] for c in p.classes]
+            drawn = {
+                "confusion_counts": figures.confusion_figure(cm, p.classes, normalize=False, title=title),
+                "confusion_normalized": figures.confusion_figure(cm, p.classes, normalize=True, title=title),
+                "reliability": figures.reliability_figure(
+                    reliability_bins(p.probs, p.y_true, settings["ece_bins"]), title),
+                "roc": figures.roc_figure(p.probs, p.y_true, p.classes, auc, title),
+            }
+            for kind, figure in drawn.items():
+                path = _figure_path(ds, run.name, kind)
+                figures.save_png(figure, folder / path)
+                written.append(path)
+            bar.advance(task)
+        names = []
+        for runs in result.datasets.values():
+            names += [run.name for run in runs if run.name not in names]
+        cells = [[next(((np.asarray(r.metrics["confusion_matrix"]), r.run.classes)
+                        for r in runs if r.name == name), None) for name in names]
+                 for runs in result.datasets.values()]
+        grid = figures.confusion_grid_figure(cells, list(result.datasets), names)
+        figures.save_png(grid, folder / "figures/confusion_grid.png")
+        written.append("figures/confusion_grid.png")
+        bar.advance(task)
+    return written
+
+
+def _ci_text(metrics: dict, key: str) -> str:
+    interval = metrics.get("ci", {}).get(key, {})
+    return tables.interval_text(metrics[key], interval.get("low"), interval.get("high"))
+
+
+def _summary_table(result: ReportResult) -> tables.Table:
+    table = tables.Table(
+        caption="Test-set summary (%; 95% stratified bootstrap intervals)",
+        row_header="dataset / model",
+        groups=[("", ["n", "Acc [95% CI]", "Macro-F1 [95% CI]", "Macro-AUC [95% CI]",
+                      "Balanced acc", "QW kappa [95% CI]", "ECE"])],
+    )
+    for ds, runs in result.datasets.items():
+        for run in runs:
+            m = run.metrics
+            table.rows.append((f"{ds} / {run.name}", [
+                m["n"], _ci_text(m, "accuracy"), _ci_text(m, "macro_f1"), _ci_text(m, "macro_auc"),
+                100 * m["balanced_accuracy"],
+                _ci_text(m, "quadratic_weighted_kappa") if m["ordinal"] else "–",
+                "–" if m["ece"] is None else 100 * m["ece"],
+            ]))
+    return table
+
+
+_METRIC_TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "macro_auc": "Macro-AUC",
+                  "quadratic_weighted_kappa": "QW kappa"}
+
+
+def _p_text(p_value: float | None, n_boot: int) -> str:
+    if p_value is None:
+        return "–"
+    # A bootstrap p-value cannot resolve below one resample in n_boot.
+    return f"<{1 / n_boot:.2g}" if p_value == 0 else f"{p_value:.3f}"
+
+
+def _paired_table(dataset: str, comparisons: list[dict], n_boot: int) -> tables.Table | None:
+    if not comparisons:
+        return None
+    metrics = [m for m in COMPARED_METRICS if any(c["metric"] == m for c in comparisons)]
+    table = tables.Table(
+        caption=f"Paired bootstrap differences on {dataset} (percentage points; * = 95% CI excludes 0)",
+        row_header="comparison",
+        groups=[(_METRIC_TITLES[m], ["difference [95% CI]", "p"]) for m in metrics],
+    )
+    pairs = list(dict.fromkeys((c["reference"], c["baseline"]) for c in comparisons))
+    for reference, baseline in pairs:
+        cells: list[tables.Cell] = []
+        for metric in metrics:
+            found = [c for c in comparisons
+                     if (c["reference"], c["baseline"], c["metric"]) == (reference, baseline, metric)]
+            if not found or found[0]["difference"] is None:
+                cells += ["–", "–"]
+                continue
+            c = found[0]
+            text = tables.interval_text(c["difference"], c["ci_low"], c["ci_high"])
+            cells += [text + (" *" if c["significant"] else ""),
+                      _p_text(c["p_value"], n_boot)]
+        table.rows.append((f"{reference} − {baseline}", cells))
+    return table
+
+
+def _markdown(result: ReportResult, settings: dict, inputs: list[dict], table_1: tables.Table,
+              summary: tables.Table, detail: dict[str, list[tables.Table]]) -> str:
+    lines = [
+        "# accvit-med report", "",
+        f"Written by accvit-med {__version__} from the {settings['split']} predictions of "
+        f"{len(inputs)} run(s). Confidence intervals: stratified bootstrap, {settings['n_boot']} "
+        f"resamples, seed {settings['seed']}, {int(CI_LEVEL * 100)}% percentile intervals. "
+        f"ECE with {settings['ece_bins']} equal-width bins.", "",
+        "## Inputs", "",
+        "| dataset | name | predictions | sha256 |", "|:--|:--|:--|:--|",
+        *(f"| {i['dataset']} | {i['name']} | `{i['predictions']}` | `{i['sha256']}` |" for i in inputs),
+        "", "## Table 1", "", tables.to_markdown(table_1), "## Summary", "", tables.to_markdown(summary),
+    ]
+    for ds, runs in result.datasets.items():
+        lines += [f"## {ds}", ""]
+        for table in detail[ds]:
+            lines += [tables.to_markdown(table)]
+        for run in runs:
+            links = " · ".join(f"[{kind.replace('_', ' ')}]({_figure_path(ds, run.name, kind)})"
+                               for kind in _FIGURE_KINDS)
+            lines.append(f"- {run.name}: {links}")
+        lines.append("")
+    lines += ["## Confusion matrices", "", "![confusion matrices](figures/confusion_grid.png)", ""]
+    lines += ["## Notes", ""] + ([f"- {note}" for note in result.notes] or ["- none"])
+    return "\n".join(lines) + "\n"

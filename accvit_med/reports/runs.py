@@ -1,0 +1,128 @@
+"""What the report reads: run directories, bare predictions CSVs, and labelled CSVs.
+
+An input is one of
+
+- a run directory (``runs/<dataset>/<model>/<run>/``): its ``predictions_<split>.csv`` and, when
+  present, ``config.json`` (``model``, ``dataset``, ``classes``, ``ordinal``). A directory that
+  holds only ``predictions_test.csv`` is a run too: its model is the directory's name.
+- a predictions CSV: its model is the file's stem (the parent folder's name for
+  ``predictions_*.csv``);
+- ``MODEL=PATH`` or ``DATASET/MODEL=PATH``: either of the above, named explicitly.
+
+Without a config, the dataset is ``unknown`` unless given. The classes are ordinal (quadratic
+weighted kappa is reported) when the config or the caller says so, or when the classes are
+EyePACS's grades.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from accvit_med.errors import UserError
+from accvit_med.fileio import sha256_file
+from accvit_med.reports.metrics import is_ordinal_classes
+from accvit_med.reports.predictions import Predictions, read_predictions
+
+UNKNOWN_DATASET = "unknown"
+_LABEL = re.compile(r"^(?:(?P<dataset>[^=/]+)/)?(?P<model>[^=/]+)=(?P<path>.+)$")
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """One scored run: its predictions and what they are predictions of."""
+
+    model: str
+    dataset: str
+    ordinal: bool
+    predictions: Predictions
+    source: str  # the predictions file, as given
+    sha256: str
+    run_dir: str | None = None
+    run_name: str | None = None  # the run folder's name, used to tell repeated models apart
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.predictions.classes
+
+
+def resolve_input(
+    spec: str | Path,
+    split: str = "test",
+    dataset: str | None = None,
+    model: str | None = None,
+    ordinal: bool | None = None,
+) -> RunInput:
+    """Turn one command-line input into a :class:`RunInput` (UserError if it is unusable).
+
+    ``dataset``/``model`` fill in what a bare input lacks (a config.json or a label wins);
+    ``ordinal=True`` forces kappa, ``None`` decides from the config and the class names.
+    """
+    text = str(spec)
+    label = _LABEL.match(text) if not Path(text).exists() else None
+    if label:
+        text = label["path"]
+    path = Path(text)
+    config: dict = {}
+    run_dir: Path | None = None
+    if path.is_dir():
+        run_dir = path
+        csv_path = path / f"predictions_{split}.csv"
+        if not csv_path.is_file():
+            raise UserError(f"run directory '{path}' has no predictions_{split}.csv; pass a run "
+                            "directory written by accvit-med finetune or a predictions CSV")
+        config = _read_config(path / "config.json")
+    elif path.is_file():
+        csv_path = path
+        if path.stem.startswith("predictions") and (path.parent / "config.json").is_file():
+            run_dir = path.parent
+            config = _read_config(path.parent / "config.json")
+    else:
+        raise UserError(f"input '{spec}' not found; pass a run directory, a predictions CSV "
+                        "or MODEL=PATH")
+
+    predictions = read_predictions(csv_path)
+    classes = config.get("classes")
+    if classes is not None and [str(c) for c in classes] != list(predictions.classes):
+        raise UserError(
+            f"'{csv_path}' has classes {', '.join(predictions.classes)} but its config.json says "
+            f"{', '.join(map(str, classes))}; the prob_ columns must follow the run's class order"
+        )
+    # An explicit label beats the run's config, which beats the caller's defaults.
+    model = (label and label["model"]) or config.get("model") or model or _default_name(path)
+    dataset = (label and label["dataset"]) or config.get("dataset") or dataset or UNKNOWN_DATASET
+    if ordinal is None:
+        ordinal = bool(config.get("ordinal", False)) or is_ordinal_classes(predictions.classes)
+    return RunInput(
+        model=str(model),
+        dataset=str(dataset),
+        ordinal=bool(ordinal),
+        predictions=predictions,
+        source=str(csv_path),
+        sha256=sha256_file(csv_path),
+        run_dir=None if run_dir is None else str(run_dir),
+        run_name=None if run_dir is None else (run_dir.resolve().name or None),
+    )
+
+
+def _default_name(path: Path) -> str:
+    if path.is_dir():
+        return path.resolve().name
+    if path.stem.startswith("predictions"):  # predictions_test.csv says nothing: use its folder
+        return path.resolve().parent.name
+    return path.stem
+
+
+def _read_config(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"'{path}' is not valid JSON ({err.__class__.__name__}); "
+                        "restore it from the run or pass the predictions CSV directly") from None
+    if not isinstance(config, dict):
+        raise UserError(f"'{path}' is not a JSON object; pass the predictions CSV directly")
+    return config
