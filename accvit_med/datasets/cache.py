@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -96,3 +98,36 @@ class ImageCache:
         image.save(buffer, format="PNG", compress_level=1)
         # Atomic, so parallel data-loader workers and a killed run never leave a broken entry.
         atomic_write_bytes(entry, buffer.getvalue())
+
+
+def _ensure_one(args: tuple[str, str, int]) -> bool:
+    folder, source, size = args
+    return ImageCache(folder, size).ensure(source)
+
+
+def fill_cache(
+    root: str | os.PathLike,
+    paths: Sequence[str],
+    size: int,
+    cache_dir: Optional[str | os.PathLike] = None,
+    workers: int = 1,
+    on_image: Optional[Callable[[], None]] = None,
+) -> tuple[int, Path]:
+    """Make every missing entry for ``paths`` (relative to ``root``); returns (how many made, folder)."""
+    root = Path(root)
+    folder = Path(cache_dir) if cache_dir else default_cache_dir(root)
+    jobs = [(str(folder), str(root / p), size) for p in paths]
+    made = 0
+    if workers <= 1:
+        results: Iterable[bool] = map(_ensure_one, jobs)
+        for created in results:
+            made += int(created)
+            if on_image:
+                on_image()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for created in pool.map(_ensure_one, jobs, chunksize=8):
+                made += int(created)
+                if on_image:
+                    on_image()
+    return made, ImageCache(folder, size).folder

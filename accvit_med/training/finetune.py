@@ -39,7 +39,7 @@ from accvit_med.training.distributed import (
 )
 from accvit_med.training.evaluation import evaluate_part, write_final_outputs
 from accvit_med.training.loop import epoch_seed, seed_everything, train_one_epoch
-from accvit_med.training.modelling import build_model, resolve_device, unwrap, weights_record
+from accvit_med.training.modelling import build_model, check_model_choice, resolve_device, unwrap
 from accvit_med.training.progress import EpochBar
 from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig
 from accvit_med.training.run_dir import RunDir, default_run_path, prepare_run_dir
@@ -60,8 +60,14 @@ class FinetuneResult:
     history: list[dict]
 
 
-def resolve_run_path(config: FinetuneConfig, dataset: str, out: Optional[str], name: Optional[str]) -> Path:
-    return Path(out) if out else default_run_path(dataset, config.model, config.seed, name)
+def resolve_run_path(config: FinetuneConfig, out: Optional[str] = None, name: Optional[str] = None) -> Path:
+    """``--out``, else runs/<dataset>/<model>/<name or seed42>; the dataset may come from the split."""
+    if out:
+        return Path(out)
+    dataset = config.dataset
+    if not dataset:
+        dataset = load_run_split(config).manifest.get("dataset") or "custom"
+    return default_run_path(dataset, config.model, config.seed, name)
 
 
 def merge_resumed_config(stored: dict, config: FinetuneConfig, explicit: Optional[Iterable[str]]) -> FinetuneConfig:
@@ -113,9 +119,26 @@ def finetune(
     None means all of ``config``.
     """
     console = console or Console(stderr=True)
+    run_path = resolve_run_path(config, out, name)
+    checkpoint = None
+    if resume:
+        if force:
+            raise UserError("--resume and --force contradict each other; pass one of them")
+        if not RunDir(run_path).last.is_file():
+            raise UserError(f"cannot resume: '{RunDir(run_path).last}' does not exist; start the run without --resume")
+        checkpoint = load_checkpoint(RunDir(run_path).last)
+        config = merge_resumed_config(checkpoint["config"], config, explicit)
+    if model_factory is None:
+        check_model_choice(config)
     split = load_run_split(config)
     dataset = config.dataset or str(split.manifest.get("dataset", "custom"))
-    run_path = resolve_run_path(config, dataset, out, name)
+    if checkpoint is not None:
+        check_classes(checkpoint["classes"], split.classes, f"run '{run_path}'")
+        if checkpoint["split_sha256"] != split.sha256:
+            raise UserError(
+                f"split '{split.csv_path}' changed since run '{run_path}' started (sha256 differs); "
+                "resume with the original split or pass --force to start again"
+            )
 
     device = resolve_device(config.device)
     ctx = init_distributed(device.type)
@@ -124,22 +147,9 @@ def finetune(
         torch.cuda.set_device(device)
     try:
         if ctx.is_main:
-            run = prepare_run_dir(run_path, resume=resume, force=force)
+            prepare_run_dir(run_path, resume=resume, force=force)
         barrier(ctx)
-        run = RunDir(run_path)
-        checkpoint = None
-        if resume:
-            checkpoint = load_checkpoint(run.last)
-            config = merge_resumed_config(checkpoint["config"], config, explicit)
-            check_classes(checkpoint["classes"], split.classes, f"run '{run.path}'")
-            if checkpoint["split_sha256"] != split.sha256:
-                raise UserError(
-                    f"split '{split.csv_path}' changed since run '{run.path}' started (sha256 differs); "
-                    "resume with the original split or pass --force to start again"
-                )
-            # --data-dir may change on resume: re-read with the new root.
-            split = load_run_split(config)
-        return _train(config, split, dataset, run, ctx, device, checkpoint, model_factory, command, console)
+        return _train(config, split, dataset, RunDir(run_path), ctx, device, checkpoint, model_factory, command, console)
     finally:
         shutdown_distributed(ctx)
 

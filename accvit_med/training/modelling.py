@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -44,15 +43,13 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _torchvision_cached_weights(model_name: str) -> Optional[Path]:
+def _imagenet_file(model_name: str) -> Optional[Path]:
     """Where torch.hub keeps torchvision's ImageNet file for ``model_name``, if it has one."""
-    import torchvision
+    from accvit_med.models.registry import imagenet_weights_enum
+    from accvit_med.models.weights import torchvision_weights_file
 
-    try:
-        weights = torchvision.models.get_model_weights(model_name).DEFAULT
-    except (ValueError, KeyError):
-        return None
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    enum = imagenet_weights_enum(model_name)
+    return None if enum is None else Path(torchvision_weights_file(enum))
 
 
 def weights_record(spec: str, model_name: str) -> dict:
@@ -60,11 +57,29 @@ def weights_record(spec: str, model_name: str) -> dict:
     if spec == "none":
         return {"spec": "none", "file": None, "sha256": None}
     if spec == "imagenet":
-        cached = _torchvision_cached_weights(model_name)
+        cached = _imagenet_file(model_name)
         present = cached is not None and cached.is_file()
         return {"spec": "imagenet", "file": str(cached) if present else None, "sha256": sha256_file(cached) if present else None}
     path = Path(spec)
     return {"spec": "path", "file": str(path.resolve()), "sha256": sha256_file(path)}
+
+
+def check_model_choice(config: FinetuneConfig) -> None:
+    """Fail on an unknown model, missing weights file or bad input size before anything is written."""
+    from accvit_med.models import model_info
+    from accvit_med.models.registry import imagenet_weights_enum
+
+    info = model_info(config.model)
+    spec = config.weights
+    if spec == "imagenet" and imagenet_weights_enum(config.model) is None:
+        raise UserError(
+            f"{config.model} has no public ImageNet weights; pass --weights PATH (a .pth or .safetensors "
+            "state dict, e.g. from your own ImageNet pre-training) or --weights none to train from scratch"
+        )
+    if spec not in ("imagenet", "none") and not Path(spec).is_file():
+        raise UserError(f"--weights '{spec}' is neither imagenet, none nor an existing file; pass one of those")
+    if info.family in ("accvit", "maxvit") and config.image_size % 224:
+        raise UserError(f"{config.model} needs --image-size a multiple of 224, got {config.image_size}")
 
 
 def build_model(
@@ -78,10 +93,11 @@ def build_model(
         return model_factory(num_classes), {"spec": "custom model factory", "file": None, "sha256": None}
     from accvit_med.models import create_model
 
+    check_model_choice(config)
     spec = config.weights
-    if spec not in ("imagenet", "none") and not Path(spec).is_file():
-        raise UserError(f"--weights '{spec}' is neither imagenet, none nor an existing file; pass one of those")
     if spec == "none" and console is not None:
         console.print(FROM_SCRATCH_WARNING)
-    model = create_model(config.model, num_classes=num_classes, weights=None if spec == "none" else spec)
+    model = create_model(
+        config.model, num_classes=num_classes, weights=None if spec == "none" else spec, image_size=config.image_size
+    )
     return model, weights_record(spec, config.model)

@@ -1,0 +1,39 @@
+"""``accvit-med evaluate``: recompute predictions and metrics of a run from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+
+
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="Run directory written by `accvit-med finetune`."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root, if it moved since training."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder.  [default: <run>/evaluate/<checkpoint>]"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes.  [default: the run's]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="[default: the run's]"),
+) -> None:
+    """Recompute predictions_<split>.csv and metrics_<split>.json from a run's checkpoint."""
+    from accvit_med.training.evaluate import evaluate_run
+
+    result = evaluate_run(
+        run, checkpoint=checkpoint, part=split, device=device, workers=workers, batch_size=batch_size,
+        data_dir=None if data_dir is None else str(data_dir), out=out,
+    )
+    metrics = result.metrics
+    typer.echo(
+        f"{split} ({checkpoint}.pt, epoch {result.epoch}): accuracy {metrics['accuracy']:.4f}  "
+        f"macro precision {metrics['macro_precision']:.4f}  macro recall {metrics['macro_recall']:.4f}  "
+        f"macro F1 {metrics['macro_f1']:.4f}"
+    )
+    typer.echo(f"predictions: {result.predictions}")
+    typer.echo(f"metrics: {result.metrics_path}")
