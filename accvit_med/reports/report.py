@@ -413,13 +413,6 @@ _METRIC_TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "macro_auc": "
                   "quadratic_weighted_kappa": "QW kappa"}
 
 
-def _p_text(p_value: float | None, n_boot: int) -> str:
-    if p_value is None:
-        return "–"
-    # A bootstrap p-value cannot resolve below one resample in n_boot.
-    return f"<{1 / n_boot:.2g}" if p_value == 0 else f"{p_value:.3f}"
-
-
 def _paired_table(dataset: str, comparisons: list[dict], n_boot: int) -> tables.Table | None:
     if not comparisons:
         return None
@@ -441,7 +434,7 @@ def _paired_table(dataset: str, comparisons: list[dict], n_boot: int) -> tables.
             c = found[0]
             text = tables.interval_text(c["difference"], c["ci_low"], c["ci_high"])
             cells += [text + (" *" if c["significant"] else ""),
-                      _p_text(c["p_value"], n_boot)]
+                      tables.p_value_text(c["p_value"], n_boot)]
         table.rows.append((f"{reference} − {baseline}", cells))
     return table
 

@@ -145,13 +145,21 @@ def per_class_table(dataset: str, runs: Mapping[str, dict]) -> Table:
     return table
 
 
-def interval_text(estimate: float | None, low: float | None, high: float | None, scale: float = 100) -> str:
+def interval_text(estimate: float | None, low: float | None, high: float | None,
+                  scale: float = 100, decimals: int = 2) -> str:
     """'85.07 [83.90, 86.20]' (percent), or '–' when undefined."""
     if estimate is None:
         return "–"
     if low is None or high is None:
-        return f"{scale * estimate:.2f}"
-    return f"{scale * estimate:.2f} [{scale * low:.2f}, {scale * high:.2f}]"
+        return f"{scale * estimate:.{decimals}f}"
+    return f"{scale * estimate:.{decimals}f} [{scale * low:.{decimals}f}, {scale * high:.{decimals}f}]"
+
+
+def p_value_text(p_value: float | None, n_boot: int) -> str:
+    if p_value is None:
+        return "–"
+    # A bootstrap p-value cannot resolve below one resample in n_boot.
+    return f"<{1 / n_boot:.2g}" if p_value == 0 else f"{p_value:.3f}"
 
 
 def clinical_table(dataset: str, runs: Mapping[str, dict]) -> Table:
