@@ -83,7 +83,8 @@ def class_counts(n: int, ratios: Sequence[float]) -> list[int]:
     shares = [r * n for r in ratios]
     # The epsilon keeps 0.7 * 10 = 7.000000000000001 (or 6.999...) from shifting a sample.
     counts = [math.floor(s + 1e-9) for s in shares]
-    by_remainder = sorted(range(k), key=lambda i: (-(shares[i] - counts[i]), i))
+    # Rounded so that ratios equal up to float noise (1/3 vs 0.333...) break ties by split order.
+    by_remainder = sorted(range(k), key=lambda i: (-round(shares[i] - counts[i], 9), i))
     for i in by_remainder[: n - sum(counts)]:
         counts[i] += 1
     for i in range(k):

@@ -37,6 +37,7 @@ _COLOURS = np.array(
 _LOBES = (0, 3, 5, 7, 4, 6, 2, 8)
 _DEPTH = (0.0, 0.25, 0.15, 0.3, 0.2, 0.1, 0.35, 0.22)
 _TEXTURE = (0.0, 3.0, 6.0, 1.5, 9.0, 4.5, 2.0, 7.5)
+_ECHO = (45.0, 12.0, 220.0, 90.0, 150.0, 30.0, 250.0, 120.0)
 
 
 def _per_class(classes: Sequence[str], per_class: int | Mapping[str, int]) -> dict[str, int]:
@@ -117,7 +118,8 @@ def render(
         speckle = rng.gamma(4.0, 0.25, (height, width, 1)).astype(np.float32)
         gray = (70 + 90 * shade) * speckle
         background = np.repeat(gray, 3, axis=2)
-        level = float(colour.mean()) * 0.4 + 8.0 * (index % len(_LOBES))
+        # Echogenicity differs by class (hypoechoic, anechoic, bright tissue...), on top of shape.
+        level = _ECHO[index % len(_ECHO)] * (1.0 + 0.1 * (index // len(_ECHO)))
         lesion = np.full(3, level, dtype=np.float32) * (1.0 - 0.6 * texture) * speckle
     else:
         raise ValueError(f"unknown style {style!r}; use skin, fundus or ultrasound")
