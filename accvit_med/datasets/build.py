@@ -108,6 +108,8 @@ def audit_split_file(csv_path: str | os.PathLike, data_dir: str | os.PathLike | 
     Without a manifest, ``data_dir`` gives the folder the paths are relative to.
     """
     csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise UserError(f"split file '{csv_path}' not found; check the path given to --audit")
     if manifest_path(csv_path).is_file():
         split = read_split(csv_path, root=data_dir)
         frame, root, grouped = split.frame, split.root, bool(split.manifest.get("grouped", True))
