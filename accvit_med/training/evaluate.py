@@ -57,10 +57,7 @@ def _run_split(run_config: dict, data_dir: Optional[str]):
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise UserError(f"the run's split '{recorded['absolute_path']}' no longer exists; restore it to evaluate this run")
-    split = read_split(path, root=data_dir)
-    if split.sha256 != recorded["sha256"]:
-        raise UserError(f"split '{path}' changed since the run was trained (sha256 differs); restore the original split file")
-    return split
+    return read_split(path, root=data_dir)
 
 
 def evaluate_run(
@@ -91,6 +88,8 @@ def evaluate_run(
     state = load_checkpoint(run.best if checkpoint == "best" else run.last)
     split = _run_split(run_config, config.data_dir)
     check_classes(state["classes"], split.classes, f"checkpoint '{checkpoint}.pt' of '{run.path}'")
+    if split.sha256 != run_config["split"]["sha256"]:
+        raise UserError(f"split '{split.csv_path}' changed since the run was trained (sha256 differs); restore the original split file")
 
     classes = list(split.classes)
     if model_factory is not None:

@@ -1,0 +1,209 @@
+"""The fine-tuning engine as a library, on a tiny synthetic image folder and a tiny CNN.
+
+The network is passed as a factory (finetune's documented hook for custom models), so these tests
+exercise every line of the engine in seconds; tests/test_finetune_cli.py runs the real
+accvit_femto through the command line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+
+from accvit_med.datasets.build import create_split
+from accvit_med.datasets.splits import read_split, write_split
+from accvit_med.datasets.synthetic import make_image_folder
+from accvit_med.errors import UserError
+from accvit_med.training.evaluate import evaluate_run
+from accvit_med.training.finetune import HISTORY_COLUMNS, finetune
+from accvit_med.training.recipe import FinetuneConfig
+
+CLASSES = ("alpha", "beta", "gamma")
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@pytest.fixture(scope="module")
+def toy_split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    make_image_folder(root / "images", classes=CLASSES, per_class=10, size=(40, 36), seed=1)
+    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
+    return root / "split.csv"
+
+
+def tiny_config(split, **overrides) -> FinetuneConfig:
+    values = dict(split=str(split), model="tinynet", weights="none", epochs=2, batch_size=4, lr=3e-3,
+                  image_size=32, workers=0, seed=7)
+    values.update(overrides)
+    return FinetuneConfig(**values).validate()
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_writes_every_file(toy_split, tmp_path):
+    out = tmp_path / "run"
+    result = finetune(tiny_config(toy_split), out=str(out), model_factory=TinyNet)
+    split = read_split(toy_split)
+
+    for name in ("config.json", "history.csv", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "predictions_val.csv", "predictions_test.csv", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.rglob("*.tmp")], "no temporary files are left behind"
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["seed"] == 7 and config["recipe"]["lr"] == 3e-3
+    assert config["split"]["sha256"] == split.sha256
+    assert config["classes"] == list(CLASSES)
+    assert config["versions"]["torch"] == torch.__version__
+    assert config["weights"]["spec"] == "custom model factory"
+
+    history = read_csv(out / "history.csv")
+    assert list(history[0]) == list(HISTORY_COLUMNS)
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert all(float(r["lr"]) == 3e-3 for r in history)  # no scheduler (appendix C.2)
+
+    last = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    assert last["epoch"] == 2 and set(last) >= {"model", "optimizer", "scaler", "epoch", "rng", "config"}
+    best = torch.load(out / "checkpoints/best.pt", weights_only=True)
+    assert best["epoch"] == result.best_epoch
+    val_losses = [float(r["val_loss"]) for r in history]
+    assert result.best_epoch == int(np.argmin(val_losses)) + 1
+
+    # Predictions: every test row once, in split order; metrics agree with scikit-learn on them.
+    test_rows = split.part("test")
+    predictions = pd.read_csv(out / "predictions_test.csv")
+    assert predictions["path"].tolist() == test_rows["path"].tolist()
+    assert predictions["label"].tolist() == test_rows["label"].tolist()
+    probs = predictions[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert (np.asarray(CLASSES)[probs.argmax(axis=1)] == predictions["pred"].to_numpy()).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["pred"]))
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(predictions["label"], predictions["pred"], average="macro", labels=list(CLASSES), zero_division=0)
+    )
+    assert metrics["evaluated"] == {"split": "test", "checkpoint": "best", "epoch": result.best_epoch,
+                                    "loss": pytest.approx(metrics["evaluated"]["loss"]),
+                                    "val_loss": pytest.approx(min(val_losses), rel=1e-5)}
+    assert len(pd.read_csv(out / "predictions_val.csv")) == len(split.part("val"))
+
+
+def test_loss_falls_on_a_learnable_task(toy_split, tmp_path):
+    # Without RandAugment the signal is clean enough for a 2-layer CNN to learn in a few epochs.
+    config = tiny_config(toy_split, epochs=10, lr=1e-2, randaugment_ops=0)
+    result = finetune(config, out=str(tmp_path / "run"), model_factory=TinyNet)
+    train_losses = [row["train_loss"] for row in result.history]
+    val_losses = [row["val_loss"] for row in result.history]
+    assert min(train_losses[-3:]) < 0.8 * train_losses[0]
+    assert min(val_losses) < 0.8 * val_losses[0]
+    assert result.metrics["accuracy"] > 0.5  # three classes: chance is 1/3
+
+
+def test_refuses_to_overwrite_and_force_starts_again(toy_split, tmp_path):
+    out = tmp_path / "run"
+    finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet)
+    before = (out / "history.csv").read_bytes()
+    with pytest.raises(UserError, match="already exists.*--resume.*--force"):
+        finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet)
+    assert (out / "history.csv").read_bytes() == before
+    (out / "marker.txt").write_text("from the old run")
+    finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet, force=True)
+    assert not (out / "marker.txt").exists()
+
+
+def test_force_never_deletes_a_folder_that_is_not_a_run(toy_split, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not an accvit-med run directory"):
+        finetune(tiny_config(toy_split, epochs=1), out=str(tmp_path), model_factory=TinyNet, force=True)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_resume_continues_and_refuses_a_changed_recipe(toy_split, tmp_path):
+    out = tmp_path / "run"
+    finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet)
+    with pytest.raises(UserError, match="lr=0.003"):
+        finetune(tiny_config(toy_split, epochs=2, lr=1e-4), out=str(out), model_factory=TinyNet, resume=True,
+                 explicit=["lr", "epochs"])
+    # More epochs is allowed: the run goes on from epoch 1 and records each epoch once.
+    result = finetune(tiny_config(toy_split, epochs=2), out=str(out), model_factory=TinyNet, resume=True,
+                      explicit=["epochs"])
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert [int(r["epoch"]) for r in read_csv(out / "history.csv")] == [1, 2]
+
+
+def test_evaluate_reproduces_the_test_predictions(toy_split, tmp_path):
+    out = tmp_path / "run"
+    finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet)
+    result = evaluate_run(out, model_factory=TinyNet, batch_size=3)
+    written = pd.read_csv(out / "predictions_test.csv")
+    again = pd.read_csv(result.predictions)
+    assert result.predictions == out / "evaluate" / "best" / "predictions_test.csv"
+    assert again[["path", "label", "pred"]].equals(written[["path", "label", "pred"]])
+    probs = [f"prob_{c}" for c in CLASSES]
+    np.testing.assert_allclose(again[probs].to_numpy(), written[probs].to_numpy(), atol=1e-6)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert result.metrics["accuracy"] == metrics["accuracy"]
+
+
+def test_class_mismatch_between_split_and_checkpoint(toy_split, tmp_path):
+    split_copy = tmp_path / "split.csv"
+    split = read_split(toy_split)
+    write_split(split.frame, dict(split.manifest), split_copy)
+    out = tmp_path / "run"
+    finetune(tiny_config(split_copy, epochs=1), out=str(out), model_factory=TinyNet)
+    # The split file is re-made with its classes in another order: the head's outputs would be
+    # silently mislabelled, so both resume and evaluate refuse, naming both lists.
+    manifest = dict(split.manifest, classes=list(reversed(CLASSES)))
+    write_split(split.frame, manifest, split_copy)
+    expected = r"classes \['alpha', 'beta', 'gamma'\] but the split has \['gamma', 'beta', 'alpha'\]"
+    with pytest.raises(UserError, match=expected):
+        evaluate_run(out, model_factory=TinyNet)
+    with pytest.raises(UserError, match=expected):
+        finetune(tiny_config(split_copy, epochs=2), out=str(out), model_factory=TinyNet, resume=True,
+                 explicit=["epochs"])
+
+
+def test_patience_stops_when_validation_loss_stops_improving(toy_split, tmp_path):
+    # A learning rate below float32 resolution leaves the weights, so the val loss never improves.
+    result = finetune(tiny_config(toy_split, epochs=6, lr=1e-30, patience=2), out=str(tmp_path / "run"),
+                      model_factory=TinyNet)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.best_epoch == 1
+
+
+@pytest.mark.parametrize("balance", ["weights", "sampler"])
+def test_balance_options_train(toy_split, tmp_path, balance):
+    result = finetune(tiny_config(toy_split, epochs=1, balance=balance), out=str(tmp_path / "run"),
+                      model_factory=TinyNet)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["recipe"]["balance"] == balance
+    assert len(result.history) == 1
+
+
+def test_missing_split_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"no split for dataset 'ham10000' at 'splits/ham10000.csv'; run accvit-med split"):
+        finetune(FinetuneConfig(dataset="ham10000", workers=0), model_factory=TinyNet)
+    assert not (tmp_path / "runs").exists()
