@@ -1,0 +1,34 @@
+"""ImageNet pre-training of ACC-ViT with the paper's recipe (appendix C.1, Table 4).
+
+>>> from accvit_med.training.pretrain import PretrainOptions, pretrain, recipe_for
+>>> recipe_for("accvit_tiny").global_batch_size
+1024
+>>> pretrain("accvit_tiny", {}, PretrainOptions(data_path="imagenet"))      # doctest: +SKIP
+
+Modules: recipe (Table 4 per variant), schedule (warm-up + cosine per step), mixing (mixup/cutmix),
+ema (torchvision's EMA), sampler (repeated augmentation), param_groups (weight-decay exclusions),
+imagenet (folders and transforms), engine (the run, resume, eval-only).
+"""
+
+from accvit_med.training.pretrain.engine import (
+    Metrics,
+    PretrainOptions,
+    PretrainResult,
+    default_out,
+    evaluate_checkpoint,
+    pretrain,
+)
+from accvit_med.training.pretrain.recipe import RECIPES, PretrainRecipe, batch_layout, recipe_for
+
+__all__ = [
+    "RECIPES",
+    "Metrics",
+    "PretrainOptions",
+    "PretrainRecipe",
+    "PretrainResult",
+    "batch_layout",
+    "default_out",
+    "evaluate_checkpoint",
+    "pretrain",
+    "recipe_for",
+]

@@ -1,0 +1,49 @@
+"""AdamW parameter groups: weight decay on weights only.
+
+No decay on normalisation layers (their scale and shift), on biases, or on relative position bias
+tables (torchvision's ``--norm-weight-decay 0 --bias-weight-decay 0
+--transformer-embedding-decay 0``). A parameter is recognised by the module that owns it (norms) or
+by its own name (biases, position tables), exactly as torchvision's ``utils.set_weight_decay`` does.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+NORM_CLASSES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+)
+# Leaf parameter names that are embeddings rather than weights (torchvision's
+# --transformer-embedding-decay keys; ACC-ViT and MaxViT/Swin name their tables the same way).
+EMBEDDING_NAMES = frozenset(
+    {"relative_position_bias_table", "class_token", "position_embedding", "pos_embed"}
+)
+
+
+def no_weight_decay_names(model: nn.Module) -> list[str]:
+    """Qualified names of the trainable parameters that get no weight decay."""
+    names = []
+    for module_name, module in model.named_modules():
+        for leaf, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if isinstance(module, NORM_CLASSES) or leaf == "bias" or leaf in EMBEDDING_NAMES:
+                names.append(f"{module_name}.{leaf}" if module_name else leaf)
+    return names
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: ``decay`` (weight_decay) and ``no_decay`` (0.0)."""
+    excluded = set(no_weight_decay_names(model))
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name in excluded else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
