@@ -1,0 +1,123 @@
+"""Interruptions: SIGKILL mid-epoch then --resume ends exactly like an uninterrupted run; Ctrl-C
+saves state and exits 130. Each run is a separate process, as a user's would be."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from accvit_med.datasets.build import create_split
+from accvit_med.datasets.synthetic import make_image_folder
+from accvit_med.training.loop import BATCH_DELAY_ENV
+
+# The run: a tiny CNN via finetune's model-factory hook, three epochs, RandAugment on, workers=0.
+SCRIPT = textwrap.dedent(
+    """
+    import signal, sys
+    # Background jobs may inherit SIGINT as ignored; a user's terminal delivers it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from torch import nn
+    from accvit_med.training.finetune import finetune
+    from accvit_med.training.recipe import FinetuneConfig
+
+    def tiny(num_classes):
+        return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+    split, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
+    config = FinetuneConfig(split=split, model="tiny", weights="none", epochs=3, batch_size=4, lr=3e-3,
+                            image_size=32, workers=0, seed=11)
+    try:
+        finetune(config, out=out, resume=resume, explicit=[], model_factory=tiny)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    make_image_folder(root / "images", classes=("a", "b"), per_class=10, size=(36, 36), seed=3)
+    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
+    script = root / "run.py"
+    script.write_text(SCRIPT)
+    return root, script
+
+
+def _start(script: Path, split: Path, out: Path, mode: str, delay: float | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop(BATCH_DELAY_ENV, None)
+    if delay is not None:
+        env[BATCH_DELAY_ENV] = str(delay)
+    return subprocess.Popen([sys.executable, str(script), str(split), str(out), mode], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _epochs_done(out: Path) -> int:
+    history = out / "history.csv"
+    if not history.is_file():
+        return 0
+    with open(history, newline="") as handle:
+        return len(list(csv.DictReader(handle)))
+
+
+def _wait_for_epochs(process: subprocess.Popen, out: Path, epochs: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _epochs_done(out) < epochs:
+        if process.poll() is not None:
+            pytest.fail(f"run ended early (rc {process.returncode}): {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("run did not reach the epoch in time")
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(setup, tmp_path):
+    root, script = setup
+    split = root / "split.csv"
+
+    reference = _start(script, split, tmp_path / "reference", "new")
+    out = tmp_path / "killed"
+    # 0.3 s per batch (12 train images, 3 batches): the kill lands inside epoch 2.
+    victim = _start(script, split, out, "new", delay=0.3)
+    _wait_for_epochs(victim, out, 1)
+    time.sleep(0.4)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    assert _epochs_done(out) == 1
+    assert not (out / "metrics.json").exists()
+
+    resumed = _start(script, split, out, "resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+
+    with open(out / "history.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    for name in ("predictions_val.csv", "predictions_test.csv"):
+        assert (out / name).read_text() == (tmp_path / "reference" / name).read_text()
+
+
+def test_ctrl_c_keeps_last_checkpoint_and_exits_130(setup, tmp_path):
+    root, script = setup
+    out = tmp_path / "interrupted"
+    process = _start(script, root / "split.csv", out, "new", delay=0.3)
+    _wait_for_epochs(process, out, 1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "holds epoch 1" in stderr and "--resume" in stderr
+    import torch
+
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
