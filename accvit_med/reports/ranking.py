@@ -1,8 +1,9 @@
 """One-vs-rest ROC-AUC with per-sample weights, vectorised over bootstrap resamples.
 
 A bootstrap resample is the original rows with integer weights (how often each row was drawn),
-so the AUC of a resample is the weighted Mann-Whitney statistic on the original scores: sort
-once, then every resample is a few cumulative sums instead of a call to scikit-learn.
+so the AUC of a resample is the weighted Mann-Whitney statistic on the original scores: sort the
+negatives once, then every resample is one cumulative sum and a few gathers instead of a call
+to scikit-learn.
 """
 
 from __future__ import annotations
@@ -19,28 +20,25 @@ def weighted_auc(scores: np.ndarray, positive: np.ndarray,
     """
     scores = np.asarray(scores, dtype=np.float64)
     positive = np.asarray(positive, dtype=bool)
-    n = scores.shape[0]
     single = weights is None
-    w = np.ones((1, n)) if single else np.asarray(weights, dtype=np.float64)
+    w = np.ones((1, scores.shape[0])) if single else np.asarray(weights, dtype=np.float64)
 
-    order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    is_pos = positive[order]
-    w = w[:, order]
-    # Each row's tie group: [start, end) in sorted order, so ties get half credit.
-    new_group = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
-    starts = np.flatnonzero(new_group)
-    group = np.cumsum(new_group) - 1
-    group_start = starts[group]
-    group_end = np.r_[starts[1:], n][group]
+    pos_rows = np.flatnonzero(positive)
+    neg_rows = np.flatnonzero(~positive)
+    neg_rows = neg_rows[np.argsort(scores[neg_rows], kind="stable")]
+    neg_scores = scores[neg_rows]
+    # For each positive: how many negatives (in sorted order) score below it, and below-or-equal.
+    below_end = np.searchsorted(neg_scores, scores[pos_rows], side="left")
+    tie_end = np.searchsorted(neg_scores, scores[pos_rows], side="right")
 
-    negative_weight = w * ~is_pos
-    cumulative = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(negative_weight, axis=1)], axis=1)
-    pos_cols = np.flatnonzero(is_pos)
-    below = cumulative[:, group_start[pos_cols]]
-    tied = cumulative[:, group_end[pos_cols]] - below
-    pos_w = w[:, pos_cols]
-    wins = (pos_w * (below + 0.5 * tied)).sum(axis=1)
+    # Cumulative negative weight, with a leading 0 so that index i means "the first i negatives".
+    cumulative = np.zeros((w.shape[0], len(neg_rows) + 1))
+    np.cumsum(w[:, neg_rows], axis=1, out=cumulative[:, 1:])
+    credit = cumulative[:, below_end]
+    if (tie_end != below_end).any():
+        credit += 0.5 * (cumulative[:, tie_end] - credit)
+    pos_w = w[:, pos_rows]
+    wins = np.einsum("bi,bi->b", pos_w, credit)
     pairs = pos_w.sum(axis=1) * cumulative[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         auc = np.where(pairs > 0, wins / pairs, np.nan)

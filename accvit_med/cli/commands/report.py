@@ -71,7 +71,9 @@ def _print_summary(result, n_boot: int) -> None:
     console = Console()
     table = Table(title="Test-set metrics (%, 95% bootstrap CI)")
     for column in ("dataset", "model", "n", "accuracy", "macro-F1", "macro-AUC", "QW kappa", "ECE"):
-        table.add_column(column, justify="left" if column in ("dataset", "model") else "right")
+        # Names never wrap (they are what a reader looks for); numbers wrap at their spaces.
+        table.add_column(column, justify="left" if column in ("dataset", "model") else "right",
+                         no_wrap=column in ("dataset", "model"))
     for dataset, runs in result.datasets.items():
         for run in runs:
             m = run.metrics
@@ -89,7 +91,8 @@ def _print_summary(result, n_boot: int) -> None:
         paired = Table(title="Paired bootstrap differences (points; * = CI excludes 0)")
         metrics = [m for m in COMPARED_METRICS if any(c["metric"] == m for c in result.comparisons)]
         for column in ("dataset", "comparison", *metrics):
-            paired.add_column(column, justify="left" if column in ("dataset", "comparison") else "right")
+            paired.add_column(column, justify="left" if column in ("dataset", "comparison") else "right",
+                              no_wrap=column in ("dataset", "comparison"))
         rows: dict[tuple, dict] = {}
         for c in result.comparisons:
             rows.setdefault((c["dataset"], c["reference"], c["baseline"]), {})[c["metric"]] = c
