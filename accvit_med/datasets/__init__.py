@@ -37,7 +37,9 @@ def default_data_dir(name: str) -> Path:
     return Path("datasets") / name
 
 
-def load(name: str, root: str | os.PathLike | None = None, dedupe: bool = False) -> SampleTable:
+def load(
+    name: str, root: str | os.PathLike | None = None, dedupe: bool = False, progress: bool = False
+) -> SampleTable:
     """Read data set ``name`` from ``root`` (default ``datasets/<name>/``) into a sample table.
 
     ``dedupe`` joins near-identical images (perceptual hash) into one group, so that copies of
@@ -50,7 +52,7 @@ def load(name: str, root: str | os.PathLike | None = None, dedupe: bool = False)
     if dedupe:
         from accvit_med.datasets.audit import merge_groups, near_duplicates
 
-        clusters = near_duplicates(table.root, list(table.frame["path"]))
+        clusters = near_duplicates(table.root, list(table.frame["path"]), progress=progress)
         table = merge_groups(table, clusters, "near-duplicate images (perceptual hash)")
     return table
 

@@ -7,14 +7,13 @@ Two kinds of leak are checked on every split written and on any split given to
 * byte-identical files (same sha256) in two splits, whatever their names or groups.
 
 Finding byte-identical files does not read every byte of a 35k-image data set: only files whose
-size equals another file's are read, first their first 64 KiB, and only where those agree, the
+size equals another file's are read, first their first 16 KiB, and only where those agree, the
 whole file. Near-duplicates (re-saved, slightly altered copies, common in BUSI) are found with a
 perceptual hash (``imagehash.phash``) and a small Hamming distance.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import pandas as pd
 from accvit_med.datasets.base import SampleTable
 from accvit_med.fileio import sha256_file
 
-HEAD_BYTES = 1 << 16
+HEAD_BYTES = 1 << 14
 # Hamming distance (of 64 bits) under which two pHashes count as the same picture. 0-4 catches
 # re-encodes, small crops and a few changed pixels without merging distinct ultrasound frames.
 NEAR_DUPLICATE_DISTANCE = 4
@@ -36,17 +35,18 @@ EXAMPLES_KEPT = 20
 
 def exact_duplicates(root: Path, paths: Iterable[str]) -> list[list[str]]:
     """Clusters (each sorted, two or more paths) of byte-identical files below ``root``."""
+    base = str(root)
     by_size: dict[int, list[str]] = defaultdict(list)
     for rel in paths:
-        by_size[os.stat(root / rel).st_size].append(rel)
+        by_size[os.stat(os.path.join(base, rel)).st_size].append(rel)
     clusters = []
     for same_size in by_size.values():
         if len(same_size) < 2:
             continue
         by_head: dict[bytes, list[str]] = defaultdict(list)
         for rel in same_size:
-            with open(root / rel, "rb") as handle:
-                by_head[hashlib.sha256(handle.read(HEAD_BYTES)).digest()].append(rel)
+            with open(os.path.join(base, rel), "rb") as handle:
+                by_head[handle.read(HEAD_BYTES)].append(rel)
         for same_head in by_head.values():
             if len(same_head) < 2:
                 continue
@@ -176,10 +176,10 @@ class AuditResult:
 def audit_split(frame: pd.DataFrame, duplicates: Sequence[Sequence[str]], grouped: bool) -> AuditResult:
     """Check a split frame (path, label, group, split) given the byte-identical clusters in it."""
     result = AuditResult(grouped=grouped)
-    splits_of_group = frame.groupby("group", sort=True)["split"].unique()
-    for group, splits in splits_of_group.items():
-        if len(splits) > 1:
-            result.groups_across_splits.append((str(group), sorted(splits)))
+    pairs = frame[["group", "split"]].drop_duplicates()
+    leaking = pairs[pairs["group"].duplicated(keep=False)]
+    for group, splits in leaking.groupby("group", sort=True)["split"]:
+        result.groups_across_splits.append((str(group), sorted(splits)))
     split_of = dict(zip(frame["path"], frame["split"]))
     label_of = dict(zip(frame["path"], frame["label"]))
     for cluster in duplicates:

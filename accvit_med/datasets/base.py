@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -88,11 +88,14 @@ def find_file(root: Path, names: Iterable[str], what: str, max_depth: int = SEAR
     names = list(names)
     lowered = {n.lower(): i for i, n in enumerate(names)}
     best: tuple[int, int, str] | None = None
-    for rel, _entry in walk_files(root, max_depth):
-        rank = lowered.get(PurePosixPath(rel).name.lower())
+    for rel, entry in walk_files(root, max_depth):
+        depth = rel.count("/")
+        if best is not None and depth > best[0]:
+            break  # breadth first: nothing deeper can beat a match found higher up
+        rank = lowered.get(entry.name.lower())
         if rank is None:
             continue
-        key = (rel.count("/"), rank, rel)
+        key = (depth, rank, rel)
         if best is None or key < best:
             best = key
     if best is None:
@@ -135,8 +138,8 @@ def index_images(
     extensions = tuple(e.lower() for e in extensions)
     index: dict[str, str] = {}
     for rel, entry in walk_files(root, max_depth):
-        stem, ext = os.path.splitext(entry.name)
-        if ext.lower() not in extensions:
+        stem, dot, ext = entry.name.rpartition(".")
+        if not dot or f".{ext.lower()}" not in extensions:
             continue
         # walk_files yields shallow files first and each level sorted, so the first seen wins.
         if stem not in index:
@@ -184,6 +187,7 @@ def check_labels(values: pd.Series, allowed: Iterable[str], path: Path, column: 
 
 def resolve_listed_images(ids: pd.Series, index: dict[str, str], listing: Path, where: str) -> list[str]:
     """Relative paths of the listed image ids; a missing image is a UserError."""
+    ids = ids.tolist()
     paths = [index.get(image_id) for image_id in ids]
     missing = [image_id for image_id, path in zip(ids, paths) if path is None]
     if missing:

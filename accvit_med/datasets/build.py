@@ -55,7 +55,7 @@ def create_split(
 ) -> SplitResult:
     """Split ``dataset`` and write ``out`` (default ``splits/<dataset>.csv``) plus its manifest."""
     ratios = normalise_ratios(ratios)
-    table = load(dataset, data_dir, dedupe=dedupe)
+    table = load(dataset, data_dir, dedupe=dedupe, progress=progress)
     notes = list(table.notes)
     excluded: list[tuple[str, str]] = []
     if check:
