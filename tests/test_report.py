@@ -293,3 +293,15 @@ def test_class_order_is_aligned_within_a_dataset(tmp_path):
     assert swin.metrics["classes"] == BUSI
     assert swin.metrics["macro_auc"] == pytest.approx(
         skm.roc_auc_score(p.labels, p.probs, labels=BUSI, multi_class="ovr"))
+
+
+def test_reference_picks_the_compared_model(tmp_path):
+    a = make_run(tmp_path, "busi", "swin_t", BUSI, skill=2.0)
+    b = make_run(tmp_path, "busi", "maxvit_t", BUSI, skill=1.0, seed=1)
+    plain = write_report([a, b], tmp_path / "plain", n_boot=50)
+    assert plain.comparisons == []
+    assert "busi: no ACC-ViT run, so no paired comparisons (name one with --reference)" in plain.notes
+    chosen = write_report([a, b], tmp_path / "chosen", n_boot=50, reference="swin_t")
+    assert {(c["reference"], c["baseline"]) for c in chosen.comparisons} == {("swin_t", "maxvit_t")}
+    with pytest.raises(UserError, match="--reference 'resnet50' matches no run"):
+        write_report([a, b], tmp_path / "none", n_boot=50, reference="resnet50")

@@ -245,7 +245,8 @@ def _compare(dataset: str, scored: list[ScoredRun], distributions: list[dict[str
     else:
         references = [i for i, run in enumerate(scored) if reference in (run.name, run.run.model)]
     if not references:
-        return [], [f"{dataset}: no ACC-ViT run, so no paired comparisons (name one with --reference)"]
+        missing = "no ACC-ViT run" if reference is None else f"no run named '{reference}'"
+        return [], [f"{dataset}: {missing}, so no paired comparisons (name one with --reference)"]
     comparisons = []
     for i in references:
         for j, other in enumerate(scored):
