@@ -1,0 +1,86 @@
+"""DDP under torchrun: two gloo processes on the CPU train one run; only rank 0 writes, and the
+gathered predictions cover every test row exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+
+from accvit_med.datasets.build import create_split
+from accvit_med.datasets.splits import read_split
+from accvit_med.datasets.synthetic import make_image_folder
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+
+    out = Path(sys.argv[2]).resolve()
+    written = []
+
+    def audit(event, args):
+        # Record every file this process opens for writing inside the run directory.
+        if event == "open" and args[0] is not None and not isinstance(args[0], int):
+            mode, flags = args[1] or "", args[2] or 0
+            if ("w" in mode or "a" in mode or "x" in mode or flags & (os.O_WRONLY | os.O_RDWR)) \\
+                    and str(out) in os.path.abspath(str(args[0])):
+                written.append(str(args[0]))
+
+    sys.addaudithook(audit)
+    from torch import nn
+    from accvit_med.training.finetune import finetune
+    from accvit_med.training.recipe import FinetuneConfig
+
+    def tiny(num_classes):
+        return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, num_classes))
+
+    config = FinetuneConfig(split=sys.argv[1], model="tiny", weights="none", epochs=2, batch_size=2, lr=3e-3,
+                            image_size=32, workers=0, seed=5, device="cpu")
+    result = finetune(config, out=str(out), model_factory=tiny)
+    rank = os.environ["RANK"]
+    report = {"written": sorted(set(written)), "accuracy": result.metrics["accuracy"], "epochs": len(result.history)}
+    Path(sys.argv[3], f"rank{rank}.json").write_text(json.dumps(report))
+    """
+)
+
+
+def test_two_gloo_processes_train_one_run(tmp_path):
+    # 15 images: odd numbers of train, val and test rows, so the shards of two ranks are uneven.
+    make_image_folder(tmp_path / "images", classes=("a", "b"), per_class={"a": 9, "b": 6}, size=(36, 36), seed=4)
+    create_split("folder", tmp_path / "images", tmp_path / "split.csv", seed=0, grouped=False, progress=False)
+    split = read_split(tmp_path / "split.csv")
+    script = tmp_path / "ddp.py"
+    script.write_text(SCRIPT)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    out = tmp_path / "run"
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), str(tmp_path / "split.csv"), str(out), str(reports)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rank0 = json.loads((reports / "rank0.json").read_text())
+    rank1 = json.loads((reports / "rank1.json").read_text())
+    assert rank1["written"] == []
+    assert any(p.endswith("metrics.json") or "metrics.json" in p for p in rank0["written"])
+    assert rank0["accuracy"] == rank1["accuracy"]  # every rank gets the gathered result
+    assert rank0["epochs"] == rank1["epochs"] == 2
+
+    test_rows = split.part("test")
+    assert len(test_rows) % 2 == 1
+    predictions = pd.read_csv(out / "predictions_test.csv")
+    assert predictions["path"].tolist() == test_rows["path"].tolist()
+    assert not predictions["path"].duplicated().any()
+    assert len(pd.read_csv(out / "predictions_val.csv")) == len(split.part("val"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["distributed"]["world_size"] == 2
