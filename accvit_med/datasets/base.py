@@ -106,26 +106,6 @@ def find_file(root: Path, names: Iterable[str], what: str, max_depth: int = SEAR
     return root / best[2]
 
 
-def find_dir(root: Path, names: Iterable[str], what: str, max_depth: int = SEARCH_DEPTH) -> Path:
-    """The shallowest folder (``root`` itself included) whose name is one of ``names``."""
-    wanted = {n.lower() for n in names}
-    level = [root]
-    for _depth in range(max_depth + 1):
-        matches = sorted(p for p in level if p.name.lower() in wanted)
-        if matches:
-            return matches[0]
-        level = sorted(
-            Path(e.path)
-            for p in level
-            for e in os.scandir(p)
-            if e.is_dir() and not e.name.startswith(".") and e.name != "__MACOSX"
-        )
-    raise UserError(
-        f"{what} not found in '{root}' (looked for a folder named {' or '.join(sorted(names))}); "
-        "check --data-dir"
-    )
-
-
 def index_images(
     root: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, max_depth: int = SEARCH_DEPTH
 ) -> dict[str, str]:

@@ -25,7 +25,10 @@ CLASS_DEPTH = 4
 def load(root: str | os.PathLike) -> SampleTable:
     root = check_data_root(root, "image-folder")
     rows = []
-    class_dirs = sorted((e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
+    class_dirs = sorted(
+        (e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".") and e.name != "__MACOSX"),
+        key=lambda e: e.name,
+    )
     classes = []
     for entry in class_dirs:
         images = [

@@ -17,10 +17,10 @@ def register(app: typer.Typer) -> None:
 def split(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"Data set layout: {DATASETS}."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help="Folder as the download unpacked [default: datasets/<dataset>/]."
+        None, "--data-dir", help="Folder as the download unpacked (default: datasets/<dataset>/)."
     ),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Split CSV to write; the manifest goes beside it [default: splits/<dataset>.csv]."
+        None, "--out", "-o", help="Split CSV to write; the manifest goes beside it (default: splits/<dataset>.csv)."
     ),
     seed: int = typer.Option(42, "--seed", help="Random seed; same inputs and seed give byte-identical files."),
     ratios: str = typer.Option("60,20,20", "--ratios", help="train,val,test proportions."),
