@@ -128,9 +128,9 @@ def finetune(
             raise UserError(f"cannot resume: '{RunDir(run_path).last}' does not exist; start the run without --resume")
         checkpoint = load_checkpoint(RunDir(run_path).last)
         config = merge_resumed_config(checkpoint["config"], config, explicit)
+    split = load_run_split(config)
     if model_factory is None:
         check_model_choice(config)
-    split = load_run_split(config)
     dataset = config.dataset or str(split.manifest.get("dataset", "custom"))
     if checkpoint is not None:
         check_classes(checkpoint["classes"], split.classes, f"run '{run_path}'")

@@ -1,0 +1,107 @@
+"""`accvit-med finetune / evaluate / prepare` end to end with the real accvit_femto, and the
+one-line errors for bad options."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from accvit_med.cli import app
+from accvit_med.datasets.build import create_split
+from accvit_med.datasets.synthetic import make_image_folder
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def femto_run(tmp_path_factory):
+    """One epoch of accvit_femto at 224 on 9 tiny images (3 per class; 1 per class per part)."""
+    root = tmp_path_factory.mktemp("cli")
+    make_image_folder(root / "images", classes=("x", "y", "z"), per_class=3, size=(48, 40), seed=2)
+    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
+    out = root / "run"
+    result = runner.invoke(app, [
+        "finetune", "--split", str(root / "split.csv"), "--model", "accvit_femto", "--weights", "none",
+        "--epochs", "1", "--batch-size", "3", "--workers", "0", "--out", str(out),
+    ])
+    return root, out, result
+
+
+def test_finetune_femto_writes_the_run(femto_run):
+    root, out, result = femto_run
+    assert result.exit_code == 0, result.output
+    assert "lr" in result.stdout and "5e-05" in result.stdout  # the resolved recipe is printed
+    assert "training from scratch" in result.stderr
+    assert "epoch   1/1" in result.stderr
+    assert "test (best epoch 1): accuracy" in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "accvit_femto" and config["recipe"]["label_smoothing"] == 0.1
+    assert config["weights"] == {"spec": "none", "file": None, "sha256": None}
+    for name in ("history.csv", "checkpoints/last.pt", "checkpoints/best.pt", "predictions_val.csv",
+                 "predictions_test.csv", "metrics.json"):
+        assert (out / name).is_file(), name
+
+
+def test_evaluate_reproduces_predictions_test_csv(femto_run, tmp_path):
+    root, out, _ = femto_run
+    result = runner.invoke(app, ["evaluate", "--run", str(out), "--out", str(tmp_path), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(out / "predictions_test.csv")
+    again = pd.read_csv(tmp_path / "predictions_test.csv")
+    assert again[["path", "label", "pred"]].equals(written[["path", "label", "pred"]])
+    probs = [c for c in written.columns if c.startswith("prob_")]
+    assert (again[probs] - written[probs]).abs().to_numpy().max() < 1e-6
+    assert json.loads((tmp_path / "metrics_test.json").read_text())["accuracy"] == json.loads(
+        (out / "metrics.json").read_text())["accuracy"]
+
+
+def test_existing_run_is_refused_in_one_line(femto_run):
+    root, out, _ = femto_run
+    before = (out / "metrics.json").read_bytes()
+    result = runner.invoke(app, ["finetune", "--split", str(root / "split.csv"), "--model", "accvit_femto",
+                                 "--weights", "none", "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"accvit-med: error: run directory '{out}' already exists; pass --resume to continue it or --force to start again"
+    ]
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def _error_line(args) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("accvit-med: error: "), result.stderr
+    return lines[0]
+
+
+def test_bad_options_each_give_one_clear_line(femto_run, tmp_path, monkeypatch):
+    root, out, _ = femto_run
+    split = str(root / "split.csv")
+    monkeypatch.chdir(tmp_path)
+    assert "unknown model 'resnet9000'" in _error_line(["finetune", "--split", split, "--model", "resnet9000", "--out", "r1"])
+    assert "no split for dataset 'ham10000'" in _error_line(["finetune", "--dataset", "ham10000"])
+    assert "'missing.csv' not found" in _error_line(["finetune", "--split", "missing.csv"])
+    assert "has no public ImageNet weights" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--out", "r2"])
+    assert "--weights 'nope.pth'" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "nope.pth", "--out", "r3"])
+    assert "multiple of 224" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
+                                             "--image-size", "100", "--out", "r4"])
+    assert "--balance must be one of" in _error_line(["finetune", "--split", split, "--balance", "oversample"])
+    assert "cannot resume" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
+                                           "--out", "r5", "--resume"])
+    assert "not a run directory" in _error_line(["evaluate", "--run", str(tmp_path)])
+    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "r4", "r5", "runs"))
+
+
+def test_prepare_fills_the_cache(femto_run, tmp_path):
+    root, _, _ = femto_run
+    args = ["prepare", "--split", str(root / "split.csv"), "--image-size", "64", "--cache-dir", str(tmp_path), "--workers", "1"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "9 image(s) cached, 0 already there" in first.stdout
+    assert len(list((tmp_path / "64").rglob("*.png"))) == 9
+    second = runner.invoke(app, args)
+    assert "0 image(s) cached, 9 already there" in second.stdout
