@@ -279,3 +279,32 @@ def test_csv_listed_image_missing_and_repeated(tmp_path):
     (root / "labels.csv").write_text(original + original.splitlines()[1] + "\n")
     with pytest.raises(UserError, match="listed twice"):
         datasets.load("csv", root)
+
+
+def test_near_duplicate_clusters_agree_with_imagehash_distances(tmp_path):
+    """Our packed-bit Hamming distances give the clusters imagehash's own `h1 - h2` gives."""
+    import imagehash
+    from PIL import Image
+
+    from accvit_med.datasets.audit import NEAR_DUPLICATE_DISTANCE, near_duplicates
+
+    root = synthetic.make_busi(tmp_path, per_class=5, size=(64, 64), near_duplicates=3, exact_duplicates=1)
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png") if "_mask" not in p.name)
+    hashes = {p: imagehash.phash(Image.open(root / p).convert("L")) for p in paths}
+    parent = {p: p for p in paths}
+
+    def find(p):
+        while parent[p] != p:
+            p = parent[p]
+        return p
+
+    for i, a in enumerate(paths):
+        for b in paths[i + 1 :]:
+            if hashes[a] - hashes[b] <= NEAR_DUPLICATE_DISTANCE:
+                parent[find(b)] = find(a)
+    expected: dict[str, list[str]] = {}
+    for p in paths:
+        expected.setdefault(find(p), []).append(p)
+    reference = sorted(sorted(c) for c in expected.values() if len(c) > 1)
+    assert near_duplicates(root, paths) == reference
+    assert len(reference) == 4

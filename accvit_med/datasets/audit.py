@@ -31,6 +31,7 @@ HEAD_BYTES = 1 << 14
 # re-encodes, small crops and a few changed pixels without merging distinct ultrasound frames.
 NEAR_DUPLICATE_DISTANCE = 4
 EXAMPLES_KEPT = 20
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # bits set per byte
 
 
 def exact_duplicates(root: Path, paths: Iterable[str]) -> list[list[str]]:
@@ -87,7 +88,7 @@ def near_duplicates(
     # images (and a few seconds for 10k).
     for i in range(len(paths) - 1):
         xor = np.bitwise_xor(hashes[i + 1 :], hashes[i])
-        distance = np.unpackbits(xor.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+        distance = _POPCOUNT[xor.view(np.uint8)].reshape(-1, 8).sum(axis=1)
         for j in np.flatnonzero(distance <= max_distance).tolist():
             a, b = find(i), find(i + 1 + j)
             if a != b:

@@ -98,7 +98,7 @@ def render(
     """
     width, height = size
     shade = _smooth_noise(rng, height, width)[..., None]
-    grain = rng.normal(0.0, 6.0, (height, width, 1)).astype(np.float32)
+    grain = 6.0 * rng.standard_normal((height, width, 1), dtype=np.float32)
     colour = _COLOURS[index % len(_COLOURS)] * (1.0 + 0.15 * (index // len(_COLOURS)))
     colour = colour * rng.uniform(0.9, 1.1)
     alpha, texture = _blob(rng, index, height, width)
