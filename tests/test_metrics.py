@@ -121,6 +121,7 @@ def test_class_never_predicted_warns_and_scores_zero():
     assert any("never predicted" in note for note in m["notes"])
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the other notes, and scikit-learn's own
 def test_class_absent_from_test_set_has_undefined_auc():
     y, pred, probs = random_predictions(3, k=4)
     y = np.where(y == 3, 0, y)  # class 'd' absent from the truth

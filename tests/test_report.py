@@ -201,14 +201,15 @@ def test_figures_carry_class_names():
 def test_edge_cases_are_notes_not_crashes(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
-    # 'normal' is absent from the truth and 'malignant' is never predicted.
-    write_predictions(folder / "predictions_test.csv", ["a", "b", "c", "d"], [0, 1, 0, 1], [0, 0, 0, 2],
+    # 'normal' is absent from the truth, 'malignant' is never predicted, 'benign' has one image.
+    write_predictions(folder / "predictions_test.csv", ["a", "b", "c", "d"], [0, 1, 1, 1], [0, 0, 0, 2],
                       [[0.8, 0.1, 0.1], [0.5, 0.2, 0.3], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]], BUSI)
     result = write_report([folder], tmp_path / "out", n_boot=50)
     (run,) = result.datasets["unknown"]  # a folder with only predictions_test.csv is a run
     assert run.name == "mine"
     assert any("'malignant' is never predicted" in note for note in result.notes)
     assert any("'normal' is absent from the test set" in note for note in result.notes)
+    assert any("benign have one test image each" in note for note in result.notes)
     rows = read_csv(tmp_path / "out" / "unknown_sensitivity_specificity_auc.csv")
     assert rows[3][0] == "normal" and rows[3][3] == "undefined"
     assert "no ACC-ViT run" not in " ".join(result.notes)  # one run: nothing to compare, no note

@@ -124,6 +124,11 @@ def write_report(
         datasets[name] = scored
         for run in scored:
             notes += [f"{name}/{run.name}: {note}" for note in run.metrics["notes"]]
+        single = [c for c, s in scored[0].metrics["per_class"].items() if s["support"] == 1]
+        if n_boot > 0 and single:
+            # Resampling within a class of one image always redraws that image.
+            notes.append(f"{name}: class(es) {', '.join(single)} have one test image each, which the "
+                         "stratified bootstrap cannot vary: intervals are too narrow")
         if paired and n_boot > 0 and len(scored) > 1:
             found, dataset_notes = _compare(name, scored, distributions, reference)
             comparisons += found
