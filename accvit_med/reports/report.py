@@ -133,7 +133,7 @@ def write_report(
             found, dataset_notes = _compare(name, scored, distributions, reference)
             comparisons += found
             notes += dataset_notes
-    if reference is not None and paired and not any(c["reference"] for c in comparisons):
+    if reference is not None and paired and n_boot > 0 and not comparisons:
         raise UserError(f"--reference '{reference}' matches no run that has another run on its "
                         "dataset; pass one of the report's model names")
     if not paired:
