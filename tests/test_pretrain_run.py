@@ -99,18 +99,32 @@ def test_resume_adds_the_second_epoch_once(runs):
     assert "2 epoch(s) done" in runs["second_stdout"]
 
 
-def test_checkpoint_loads_into_a_new_head(runs):
-    """What `accvit-med finetune --weights last.pt` does: the backbone is kept, the head swapped."""
+@pytest.mark.parametrize("file,key", [("last.pt", "model"), ("best_weights.safetensors", "model_ema")])
+def test_checkpoint_loads_into_a_new_head(runs, file, key):
+    """What `accvit-med finetune --weights FILE` does: the backbone is kept, the head swapped."""
     from accvit_med.models import create_model
 
-    path = runs["run"] / "checkpoints" / "last.pt"
-    model = create_model("accvit_femto", num_classes=3, weights=path)
-    saved = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    checkpoints = runs["run"] / "checkpoints"
+    model = create_model("accvit_femto", num_classes=3, weights=checkpoints / file)
+    # best_weights.safetensors holds the EMA weights of best.pt's epoch.
+    source = "best.pt" if key == "model_ema" else "last.pt"
+    saved = torch.load(checkpoints / source, map_location="cpu", weights_only=True)[key]
     own = model.state_dict()
     kept = [k for k in saved if own[k].shape == saved[k].shape]
     assert len(kept) >= len(saved) - 2  # only the classifier's last Linear differs
     assert all(torch.equal(own[k], saved[k]) for k in kept)
     assert any(own[k].shape[0] == 3 for k in own if k not in kept)
+
+
+def test_best_weights_say_what_they_are(runs):
+    from accvit_med.training.pretrain.engine import read_weights_metadata
+
+    metadata = read_weights_metadata(runs["run"] / "checkpoints" / "best_weights.safetensors")
+    best = torch.load(runs["run"] / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    rows = _history(runs["run"])
+    assert metadata["model"] == "accvit_femto" and metadata["source"] == "model_ema"
+    assert metadata["classes"] == best["classes"] and metadata["epoch"] == best["epoch"]
+    assert metadata["val_top1"] == max(float(r["ema_val_top1"]) for r in rows)
 
 
 def test_eval_only_reproduces_the_logged_val_metrics(runs):

@@ -52,8 +52,9 @@ def pretrain(
     """Pre-train ACC-ViT on an ImageNet-style folder with the paper's recipe (Table 4), or evaluate a checkpoint.
 
     Multi-GPU: torchrun --nproc-per-node 8 -m accvit_med pretrain --data-path DIR --model accvit_tiny.
-    Writes config.json, history.csv (model and EMA top-1/top-5 per epoch) and checkpoints/{last,best}.pt
-    (best by EMA top-1) to the run directory; any checkpoint loads into `finetune --weights PATH`.
+    Writes config.json, history.csv (model and EMA top-1/top-5 per epoch), checkpoints/{last,best}.pt
+    (best by EMA top-1) and checkpoints/best_weights.safetensors (the EMA weights of the best epoch) to
+    the run directory; each of them loads into `finetune --weights PATH`.
     """
     from accvit_med.errors import UserError
 
@@ -64,7 +65,9 @@ def pretrain(
         from accvit_med.training.pretrain.engine import evaluate_checkpoint
 
         results = evaluate_checkpoint(weights, data_path, model, batch_size=batch_size or 64, workers=workers,
-                                      device=device, amp=amp)
+                                      device=device, amp=amp, val_transform={
+                                          "val_resize_size": val_resize_size, "val_crop_size": val_crop_size,
+                                          "interpolation": interpolation})
         if main_process:
             for which, metrics in results.items():
                 typer.echo(f"{which:>9}: top-1 {metrics.top1:.3f}%  top-5 {metrics.top5:.3f}%  "

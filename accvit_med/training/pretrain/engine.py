@@ -6,7 +6,9 @@ per-process batch fall short); the learning rate follows :mod:`.schedule` at eve
 updated every ``ema_steps`` optimizer steps. After every epoch the model and its EMA are evaluated
 on the whole val folder (each image exactly once across processes: top-1, top-5, loss) and rank 0
 writes ``history.csv`` and ``checkpoints/last.pt``; ``best.pt`` keeps the epoch with the best EMA
-top-1 (model top-1 without EMA), the number torchvision reports for its EMA recipes.
+top-1 (model top-1 without EMA), the number torchvision reports for its EMA recipes, and
+``best_weights.safetensors`` holds just the weights that scored it (the EMA's) with the model name
+and classes as metadata: the file to fine-tune from or to share.
 
 Differences from torchvision's ``train.py``: the schedule is evaluated per step (equal at whole
 epochs), the EMA cadence counts optimizer steps over the whole run rather than batches within an
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import math
 import sys
@@ -35,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from accvit_med.errors import UserError
-from accvit_med.fileio import atomic_write_json, atomic_write_text
+from accvit_med.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from accvit_med.training.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from accvit_med.training.distributed import (
     DistContext,
@@ -53,7 +56,7 @@ from accvit_med.training.pretrain.ema import ExponentialMovingAverage, adjusted_
 from accvit_med.training.pretrain.imagenet import load_imagenet_folders
 from accvit_med.training.pretrain.mixing import MixupCutmix
 from accvit_med.training.pretrain.param_groups import param_groups
-from accvit_med.training.pretrain.recipe import BatchLayout, PretrainRecipe, batch_layout, recipe_for
+from accvit_med.training.pretrain.recipe import RECIPES, BatchLayout, PretrainRecipe, batch_layout, recipe_for
 from accvit_med.training.pretrain.sampler import RASampler
 from accvit_med.training.pretrain.schedule import lr_at, set_lr
 
@@ -135,6 +138,32 @@ def _history_csv(history: list[dict]) -> str:
     for row in history:
         writer.writerow({k: row.get(k) for k in HISTORY_COLUMNS})
     return buffer.getvalue()
+
+
+def best_weights_path(run: RunDir) -> Path:
+    return run.checkpoints / "best_weights.safetensors"
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """A state dict as safetensors (pure tensors, nothing to unpickle); ``metadata`` values as JSON."""
+    from safetensors.torch import save
+
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
+    atomic_write_bytes(path, save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()}))
+
+
+def read_weights_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        raw = handle.metadata() or {}
+    decoded = {}
+    for key, value in raw.items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:  # metadata written by another tool
+            decoded[key] = value
+    return decoded
 
 
 def _collective_check(ctx: DistContext, action) -> Any:
@@ -227,6 +256,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
     num_classes = len(classes)
     workers = options.workers if options.workers is not None else _default_workers(ctx)
     pin_memory = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # speed over bitwise reproducibility on GPUs
 
     seed_everything(recipe.seed)  # the same initial weights on every rank
     model = create_model(recipe.model, num_classes=num_classes, drop_path_rate=recipe.drop_path_rate)
@@ -344,6 +375,13 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
                 save_checkpoint(run.last, current)
                 if improved:
                     save_checkpoint(run.best, current)
+                    best_weights = current["model_ema"] if ema is not None else current["model"]
+                    save_weights(best_weights_path(run), best_weights, {
+                        "model": recipe.model, "classes": classes, "epoch": epoch,
+                        "source": "model_ema" if ema is not None else "model",
+                        "val_top1": row["ema_val_top1" if ema is not None else "val_top1"],
+                        "recipe": recipe.to_dict(),
+                    })
                 atomic_write_text(run.history, _history_csv(history))
                 console.print(_summary_line(row, recipe.epochs, improved), soft_wrap=True)
             barrier(ctx)
@@ -423,12 +461,15 @@ def _versions() -> dict[str, str]:
 
 def evaluate_checkpoint(weights: str | Path, data_path: str | Path, model: Optional[str] = None, *,
                         batch_size: int = 64, workers: Optional[int] = None, device: str = "auto",
-                        amp: bool = True, console: Optional[Console] = None) -> dict[str, Metrics]:
+                        amp: bool = True, val_transform: Optional[dict[str, Any]] = None,
+                        console: Optional[Console] = None) -> dict[str, Metrics]:
     """Top-1/top-5 and loss on ``data_path/val`` of a checkpoint's model (and its EMA, when it has one).
 
     ``weights``: a pre-training checkpoint (``last.pt``/``best.pt``), or any state dict
     (``.pth``/``.safetensors``, also wrapped in ``model``/``state_dict``); ``model`` is required when
-    the file does not name its model. Runs under torchrun too (each process evaluates a shard).
+    the file does not name its model. ``val_transform`` overrides ``val_resize_size``,
+    ``val_crop_size`` or ``interpolation`` (e.g. torchvision's 232/224 for swin_t). Runs under
+    torchrun too (each process evaluates a shard).
     """
     from accvit_med.models import create_model
     from accvit_med.models.weights import read_state_dict
@@ -436,7 +477,9 @@ def evaluate_checkpoint(weights: str | Path, data_path: str | Path, model: Optio
     console = console or Console(stderr=True)
     states = {"model": read_state_dict(weights)}
     stored: dict[str, Any] = {}
-    if Path(weights).suffix != ".safetensors":
+    if Path(weights).suffix == ".safetensors":
+        stored = read_weights_metadata(Path(weights))
+    else:
         raw = load_checkpoint(weights)
         if isinstance(raw, dict):
             stored = raw.get("config") or {}
@@ -450,7 +493,9 @@ def evaluate_checkpoint(weights: str | Path, data_path: str | Path, model: Optio
     if model is not None and stored_model is not None and model != stored_model:
         raise UserError(f"{weights} holds {stored_model}, not {model}; pass --model {stored_model} or drop --model")
     name = model or stored_model
-    recipe = PretrainRecipe(**stored["recipe"]) if "recipe" in stored else recipe_for(name)
+    # Only the val transform settings of the recipe are used here; they are the same for every variant.
+    recipe = PretrainRecipe(**stored["recipe"]) if "recipe" in stored else RECIPES.get(name, RECIPES["accvit_tiny"])
+    recipe = recipe.replace(**{k: v for k, v in (val_transform or {}).items() if v is not None})
     data = load_imagenet_folders(data_path, recipe, train=False)
     if "classes" in stored and stored["classes"] != data.classes:
         raise UserError(f"the class folders of {data_path}/val differ from the classes {weights} was trained on; "
