@@ -207,3 +207,16 @@ def test_missing_split_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"no split for dataset 'ham10000' at 'splits/ham10000.csv'; run accvit-med split"):
         finetune(FinetuneConfig(dataset="ham10000", workers=0), model_factory=TinyNet)
     assert not (tmp_path / "runs").exists()
+
+
+def test_cache_and_channels_last_give_the_same_run(toy_split, tmp_path):
+    plain = finetune(tiny_config(toy_split, epochs=1), out=str(tmp_path / "plain"), model_factory=TinyNet)
+    cached = finetune(tiny_config(toy_split, epochs=1, cache=True, cache_dir=str(tmp_path / "cache")),
+                      out=str(tmp_path / "cached"), model_factory=TinyNet)
+    assert len(list((tmp_path / "cache" / "32").rglob("*.png"))) == len(read_split(toy_split).frame)
+    # The cache stores the decoded, resized pixels losslessly: training sees identical inputs.
+    assert cached.history[0]["train_loss"] == plain.history[0]["train_loss"]
+    assert cached.metrics == plain.metrics
+    nhwc = finetune(tiny_config(toy_split, epochs=1, channels_last=True), out=str(tmp_path / "nhwc"),
+                    model_factory=TinyNet)
+    assert nhwc.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-4)

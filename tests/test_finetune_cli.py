@@ -89,11 +89,13 @@ def test_bad_options_each_give_one_clear_line(femto_run, tmp_path, monkeypatch):
     assert "--weights 'nope.pth'" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "nope.pth", "--out", "r3"])
     assert "multiple of 224" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
                                              "--image-size", "100", "--out", "r4"])
+    assert "cuda:99" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
+                                     "--device", "cuda:99", "--out", "r6"])
     assert "--balance must be one of" in _error_line(["finetune", "--split", split, "--balance", "oversample"])
     assert "cannot resume" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
                                            "--out", "r5", "--resume"])
     assert "not a run directory" in _error_line(["evaluate", "--run", str(tmp_path)])
-    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "r4", "r5", "runs"))
+    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "r4", "r5", "r6", "runs"))
 
 
 def test_prepare_fills_the_cache(femto_run, tmp_path):
