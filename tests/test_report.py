@@ -269,6 +269,8 @@ def test_cli_bad_inputs_one_line(tmp_path):
     (stranger / "thesis.tex").write_text("mine")
     assert "not an accvit-med report folder" in one_line_error([a, "--out", stranger])
     assert "names a single input" in one_line_error([a, c, "--model", "m", *out])
+    assert "--ece-bins is 0" in one_line_error([a, "--ece-bins", "0", *out])
+    assert "--n-boot is -1" in one_line_error([a, "--n-boot", "-1", "--out", tmp_path / "out"])
 
 
 def test_config_classes_must_match_columns(tmp_path):

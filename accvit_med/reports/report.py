@@ -109,7 +109,9 @@ def write_report(
     if model is not None and len(inputs) > 1:
         raise UserError("--model names a single input; label several inputs as MODEL=PATH")
     if n_boot < 0:
-        raise UserError(f"n_boot is {n_boot}; pass 0 (no intervals) or more resamples, e.g. 1000")
+        raise UserError(f"--n-boot is {n_boot}; pass 0 (no intervals) or more resamples, e.g. 1000")
+    if ece_bins < 1:
+        raise UserError(f"--ece-bins is {ece_bins}; pass a positive number of bins, e.g. 15")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     runs = [x if isinstance(x, RunInput) else resolve_input(x, split, dataset, model, ordinal)
