@@ -1,7 +1,8 @@
 """End to end: two gloo processes under torchrun pre-train accvit_femto for one epoch, then resume.
 
-The folder is ImageNet-style and tiny (2 classes, 2 train + 1 val image each, 32 px sources that
-the 224 crops upscale), so the two runs take seconds of compute; most of the time is start-up.
+Global batch 4 = 2 processes x 1 image x 2 accumulated micro-batches. The folder is ImageNet-style
+and tiny (2 classes, 2 train + 1 val image each, 32 px sources that the 224 crops upscale), so the
+two runs take seconds of compute; most of the time is start-up.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
+def _lr(epoch: float) -> float:
+    return lr_at(epoch, base_lr=1e-3, min_lr=1e-5, epochs=2, warmup_epochs=1, warmup_decay=0.01)
+
+
 def _history(run: Path) -> list[dict]:
     with open(run / "history.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -55,12 +60,15 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     data = _imagenet_folder(root / "imagenet")
     run = root / "run"
-    common = ["--data-path", str(data), "--model", "accvit_femto", "--out", str(run), "--workers", "0"]
-    first = _torchrun(*common, "--epochs", "2", "--warmup-epochs", "1", "--global-batch-size", "2",
+    # The per-process batch is a runtime option: the resume passes it again, like the rest of the command.
+    common = ["--data-path", str(data), "--model", "accvit_femto", "--out", str(run), "--workers", "0",
+              "--batch-size", "1"]
+    first = _torchrun(*common, "--epochs", "2", "--warmup-epochs", "1", "--global-batch-size", "4",
                       "--ema-steps", "1", "--stop-after", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     after_first = {
         "history": _history(run),
+        "config": json.loads((run / "config.json").read_text()),
         "last": torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True),
     }
     second = _torchrun(*common, "--resume")
@@ -69,7 +77,7 @@ def runs(tmp_path_factory):
 
 
 def test_first_invocation_writes_a_resumable_checkpoint(runs):
-    run, first = runs["run"], runs["first"]
+    first = runs["first"]
     assert [row["epoch"] for row in first["history"]] == ["1"]
     state = first["last"]
     assert {"model", "optimizer", "scaler", "epoch", "rng", "config", "model_ema", "classes"} <= set(state)
@@ -77,13 +85,13 @@ def test_first_invocation_writes_a_resumable_checkpoint(runs):
     # During warm-up the EMA keeps copying the weights (torchvision's reset of n_averaged).
     for key, value in state["model"].items():
         assert torch.equal(state["model_ema"][key], value), key
-    config = json.loads((run / "config.json").read_text())
-    assert config["distributed"] == {"world_size": 2, "batch_size_per_process": 1, "accumulation_steps": 1}
+    config = first["config"]
+    # Global batch 4 over 2 processes x 1 image: each optimizer step accumulates 2 micro-batches.
+    assert config["distributed"] == {"world_size": 2, "batch_size_per_process": 1, "accumulation_steps": 2}
     assert config["recipe"]["epochs"] == 2 and config["recipe"]["model"] == "accvit_femto"
-    # 4 train images, 2 processes x 1 image per step: 2 optimizer steps; the logged lr is the last step's.
+    # 4 train images = one optimizer step per epoch, at the epoch's start of the schedule.
     row = first["history"][0]
-    expected = lr_at(0.5, base_lr=1e-3, min_lr=1e-5, epochs=2, warmup_epochs=1, warmup_decay=0.01)
-    assert float(row["lr"]) == pytest.approx(expected)
+    assert float(row["lr"]) == pytest.approx(_lr(0.0)) and _lr(0.0) == pytest.approx(1e-5)
     assert float(row["val_top1"]) in (0.0, 50.0, 100.0) and float(row["val_top5"]) == 100.0
 
 
@@ -93,7 +101,8 @@ def test_resume_adds_the_second_epoch_once(runs):
     assert [row["epoch"] for row in history] == ["1", "2"]
     assert history[0] == first["history"][0]  # the resumed run leaves epoch 1 as it was
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    assert state["epoch"] == 2 and state["global_step"] == 4
+    assert state["epoch"] == 2 and state["global_step"] == 2
+    assert float(history[1]["lr"]) == pytest.approx(_lr(1.0))  # the peak, where the cosine starts
     assert any(not torch.equal(value, first["last"]["model"][key]) for key, value in state["model"].items())
     assert (run / "checkpoints" / "best.pt").is_file()
     assert "2 epoch(s) done" in runs["second_stdout"]

@@ -273,7 +273,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint["scaler"]:  # empty when saved without fp16 loss scaling (CPU, bf16)
+            scaler.load_state_dict(checkpoint["scaler"])
         if ema is not None:
             ema.module.load_state_dict(checkpoint["model_ema"])
             ema.n_averaged.fill_(int(checkpoint["model_ema_updates"]))
@@ -318,6 +319,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "epoch": epoch,
+            # Kept for the checkpoint layout shared with finetune; resuming does not need it, as
+            # every epoch reseeds from (seed, epoch, rank).
             "rng": capture_rng_state(),
             "config": {"recipe": recipe.to_dict(), "model": recipe.model, "task": "pretrain"},
             "classes": classes,
