@@ -21,6 +21,7 @@ from accvit_med.datasets.imagecheck import find_unreadable
 from accvit_med.datasets.splits import (
     DEFAULT_RATIOS,
     DEFAULT_SEED,
+    SPLITS,
     default_split_path,
     make_split,
     manifest_path,
@@ -75,7 +76,7 @@ def create_split(
         "dataset": table.name,
         "data_root": str(table.root),
         "seed": seed,
-        "ratios": dict(zip(("train", "val", "test"), ratios)),
+        "ratios": dict(zip(SPLITS, ratios)),
         "grouped": use_groups,
         "dedupe": dedupe,
         "classes": list(table.classes),
