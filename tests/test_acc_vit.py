@@ -1,0 +1,177 @@
+"""ACC-ViT: partitions, atrous branches, gates, fast path == reference path, variants vs Table 2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from accvit_med.errors import UserError
+from accvit_med.models import count_parameters, create_model
+from accvit_med.models.acc_vit import (
+    CONFIGS,
+    AtrousAttention,
+    AtrousInvertedResidual,
+    check_image_size,
+    set_reference_attention,
+)
+from accvit_med.models.partition import dilate, undilate, window_departition, window_partition
+
+# Table 2 of the paper (224x224, 1000 classes), millions of parameters.
+TABLE2_PARAMS = {
+    "accvit_tiny": 28.367,
+    "accvit_small": 62.886,
+    "accvit_base": 103.576,
+    "accvit_nano": 16.649,
+    "accvit_pico": 9.55,
+    "accvit_femto": 4.4,
+}
+
+
+@pytest.mark.parametrize("rate", [1, 2, 4, 8])
+def test_dilate_matches_strided_slicing_and_round_trips(rate):
+    x = torch.randn(2, 3, 56, 56)
+    dilated = dilate(x, rate)
+    assert dilated.shape == (2 * rate * rate, 3, 56 // rate, 56 // rate)
+    # Independent reference: map (b, hs, ws) is x[b, :, hs::rate, ws::rate].
+    for hs in range(rate):
+        for ws in range(rate):
+            torch.testing.assert_close(dilated[1 * rate * rate + hs * rate + ws], x[1, :, hs::rate, ws::rate], rtol=0, atol=0)
+    assert torch.equal(undilate(dilated, rate), x)
+
+
+def test_window_partition_round_trip_is_exact():
+    x = torch.randn(2, 5, 14, 21)
+    windows = window_partition(x)
+    assert windows.shape == (2, 6, 49, 5)
+    torch.testing.assert_close(windows[0, 1, :, 2].view(7, 7), x[0, 2, 0:7, 7:14], rtol=0, atol=0)
+    assert torch.equal(window_departition(windows, 14, 21), x)
+
+
+def _attention_layer(rates=(1, 2, 4, 8), channels=32, head_dim=16) -> AtrousAttention:
+    torch.manual_seed(0)
+    layer = AtrousAttention(channels, head_dim, rates)
+    with torch.no_grad():  # a non-trivial gate and biases, so equivalence checks are meaningful
+        for param in layer.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return layer
+
+
+@pytest.mark.parametrize("rate_index", [0, 1, 2, 3])
+def test_branch_of_rate_k_mixes_only_its_dilated_window(rate_index):
+    layer = _attention_layer()
+    rate = layer.rates[rate_index]
+    tokens = torch.randn(1, 56, 56, 32)
+    i, j = 23, 38
+    moved = tokens.clone()
+    moved[0, i, j, 0] += 1.0  # one channel: a shift of all channels would vanish in LayerNorm
+    with torch.no_grad():
+        before = layer.branch_outputs(tokens)[rate_index]
+        after = layer.branch_outputs(moved)[rate_index]
+    changed = (after - before).abs().amax(dim=-1)[0] > 1e-6
+    # Expected: the 7x7 window of the dilated map that holds (i, j): same residues mod `rate`,
+    # and dilated coordinates (i // rate, j // rate) in the same 7x7 block.
+    rows = torch.arange(56)
+    same_row = (rows % rate == i % rate) & ((rows // rate) // 7 == (i // rate) // 7)
+    same_col = (rows % rate == j % rate) & ((rows // rate) // 7 == (j // rate) // 7)
+    expected = same_row[:, None] & same_col[None, :]
+    assert expected.sum() == 49
+    assert torch.equal(changed, expected)
+
+
+def test_attention_gate_weights_sum_to_one_and_fuse_the_branches():
+    layer = _attention_layer(rates=(1, 2, 4))
+    tokens = torch.randn(2, 28, 28, 32)
+    with torch.no_grad():
+        weights = layer.gate_weights(tokens)
+        outputs = layer.branch_outputs(tokens)
+        set_reference_attention(layer, True)
+        fused = layer(tokens)
+    assert weights.shape == (2, 28, 28, 3)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 28, 28))
+    assert weights.min() > 0 and weights.std() > 0  # really adaptive, not uniform
+    torch.testing.assert_close(fused, sum(weights[..., k : k + 1] * outputs[k] for k in range(3)))
+
+
+def test_conv_gate_weights_sum_to_one():
+    block = AtrousInvertedResidual(16, 16, stride=1, drop_path=0.0).eval()
+    x = torch.randn(2, 16, 14, 14)
+    with torch.no_grad():
+        expanded = block.expand(block.pre_norm(x))
+        weights = torch.softmax(block.gate(block.gate_pool(expanded)), dim=1)
+    assert weights.shape == (2, 3, 14, 14)
+    torch.testing.assert_close(weights.sum(1), torch.ones(2, 14, 14))
+
+
+@pytest.mark.parametrize("rates", [(1, 2, 4, 8), (1, 2), (1,)])
+def test_fast_path_equals_reference_path_with_gradients(rates):
+    # float64: the two paths sum in different orders; in float32 that alone moves large gradients.
+    layer = _attention_layer(rates=rates).double()
+    tokens = torch.randn(2, 56, 56, 32, requires_grad=True, dtype=torch.float64)
+    results = []
+    for reference in (False, True):
+        set_reference_attention(layer, reference)
+        layer.zero_grad()
+        tokens.grad = None
+        out = layer(tokens)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [p.grad.clone() for p in layer.parameters()]
+        results.append((out.detach(), tokens.grad.clone(), grads))
+    (fast, fast_in, fast_params), (ref, ref_in, ref_params) = results
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast_in, ref_in, rtol=1e-10, atol=1e-10)
+    for fast_grad, ref_grad in zip(fast_params, ref_params):
+        torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_whole_model_fast_equals_reference():
+    torch.manual_seed(0)
+    model = create_model("accvit_femto", num_classes=4).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        fast = model(x)
+        set_reference_attention(model, True)
+        ref = model(x)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_parameter_counts_match_table2(name):
+    with torch.device("meta"):  # counting needs no memory or initialisation
+        model = create_model(name, num_classes=1000)
+    millions = count_parameters(model) / 1e6
+    assert abs(millions / TABLE2_PARAMS[name] - 1) < 0.01, millions
+
+
+def test_femto_trains_with_finite_gradients_everywhere():
+    torch.manual_seed(0)
+    model = create_model("accvit_femto", num_classes=7).train()
+    out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 7)
+    out.logsumexp(-1).sum().backward()
+    bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not bad
+    assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith("stages.0"))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_every_variant_output_shape_and_gradient_shapes(name):
+    # On the meta device: shapes and autograd run through the whole graph without the arithmetic,
+    # so the large variants cost nothing. Femto above checks the numbers of the same code.
+    with torch.device("meta"):
+        model = create_model(name, num_classes=5).train()
+        out = model(torch.randn(2, 3, 224, 224))
+        out.sum().backward()
+    assert out.shape == (2, 5)
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+def test_448_input_runs_and_other_sizes_are_refused():
+    model = create_model("accvit_femto", num_classes=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 448, 448)).shape == (1, 2)
+    with pytest.raises(UserError, match="300x224.*multiples of 224"):
+        model(torch.randn(1, 3, 300, 224))
+    with pytest.raises(UserError, match="112x112"):
+        check_image_size(112, 112)
+    with pytest.raises(UserError, match="multiples of 224"):
+        create_model("accvit_femto", image_size=256)
