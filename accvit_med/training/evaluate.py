@@ -97,7 +97,7 @@ def evaluate_run(
     else:
         from accvit_med.models import create_model
 
-        model = create_model(config.model, num_classes=len(classes), weights=None)
+        model = create_model(config.model, num_classes=len(classes), weights=None, image_size=config.image_size)
     model.load_state_dict(state["model"])
     target = resolve_device(config.device)
     model.to(target)

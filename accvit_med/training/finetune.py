@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -141,25 +142,37 @@ def finetune(
             )
 
     device = resolve_device(config.device)
+    # Model and data are checked before the run directory is touched: a mistake leaves nothing.
+    seed_everything(config.seed)  # the new head's initial weights
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    model, weights_spec = build_model(config, len(split.classes), model_factory, console if main_process else None)
+    data = rundata.build_run_data(split, config)
+
     ctx = init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     try:
+        # Rank 0 alone touches the folder; its verdict goes to every rank so none waits forever.
+        refusal = None
         if ctx.is_main:
-            prepare_run_dir(run_path, resume=resume, force=force)
-        barrier(ctx)
-        return _train(config, split, dataset, RunDir(run_path), ctx, device, checkpoint, model_factory, command, console)
+            try:
+                prepare_run_dir(run_path, resume=resume, force=force)
+            except UserError as err:
+                refusal = str(err)
+        refusal = broadcast_object(ctx, refusal)
+        if refusal is not None:
+            raise UserError(refusal)
+        return _train(config, split, dataset, RunDir(run_path), ctx, device, checkpoint, model, weights_spec, data,
+                      model_factory, command, console)
     finally:
         shutdown_distributed(ctx)
 
 
-def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkpoint, model_factory, command, console) -> FinetuneResult:
+def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkpoint, model, weights_spec, data,
+           model_factory, command, console) -> FinetuneResult:
     classes = list(split.classes)
     num_classes = len(classes)
-    seed_everything(config.seed)  # the new head's initial weights
-    model, weights_spec = build_model(config, num_classes, model_factory, console if ctx.is_main else None)
-    data = rundata.build_run_data(split, config)
     pin_memory = device.type == "cuda"
 
     class_weights = None

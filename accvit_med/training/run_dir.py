@@ -80,5 +80,5 @@ def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDi
             # --force deletes a previous run, never an unrelated folder that happens to be there.
             raise UserError(f"'{run.path}' is not an accvit-med run directory; choose another --out")
         shutil.rmtree(run.path)
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    # Nothing is created here: the run's first atomic writes make the folders.
     return run
