@@ -1,0 +1,70 @@
+"""``accvit-med predict``: class probabilities of a fine-tuned run on new images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+TABLE_ROWS_WITH_OUT = 20  # with --out the file holds everything; the terminal shows a preview
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+
+
+def predict(
+    inputs: List[Path] = typer.Argument(..., metavar="IMAGES_OR_FOLDERS", help="Image files and/or folders (searched recursively)."),
+    run: Path = typer.Option(..., "--run", help="Run directory written by `accvit-med finetune`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (path,pred,prob_<class>...); without it, only the table is printed."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, h (+ horizontal flip) or hv (+ horizontal and vertical flips)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out unreadable images (listed on stderr) instead of stopping."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes (default: min(4, CPUs))."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Predict the class of each image with a fine-tuned run (its own preprocessing and checkpoint).
+
+    Examples:
+
+      accvit-med predict --run runs/busi/accvit_tiny/seed42 scans/ --out predictions.csv
+
+      accvit-med predict --run runs/ham10000/swin_t/seed42 lesion.jpg --tta h
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from accvit_med.errors import UserError
+    from accvit_med.interpret import check_readable, collect_images, load_run, predict_images
+    from accvit_med.interpret.predict import TTA_CHOICES, default_workers
+
+    if tta not in TTA_CHOICES:  # checked here too, before the model is loaded
+        raise UserError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got '{tta}'")
+    paths = collect_images(inputs)
+    loaded = load_run(run, checkpoint=checkpoint, device=device)
+    paths, problems = check_readable(paths, skip_bad=skip_bad)
+    for path, reason in problems:
+        typer.echo(f"skipped unreadable image '{path}' ({reason})", err=True)
+    if not paths:
+        raise UserError("every image given is unreadable; nothing to predict")
+    result = predict_images(loaded, paths, tta=tta, batch_size=batch_size,
+                            workers=default_workers() if workers is None else workers)
+    if out is not None:
+        result.write_csv(out)
+
+    shown = len(result.paths) if out is None else min(len(result.paths), TABLE_ROWS_WITH_OUT)
+    table = Table(title=f"{loaded.label} ({checkpoint}.pt, epoch {loaded.epoch}, TTA {tta})")
+    table.add_column("image", overflow="fold")
+    table.add_column("pred")
+    for name in result.classes:
+        table.add_column(name, justify="right")
+    for path, pred, row in zip(result.paths[:shown], result.predicted, result.probabilities):
+        table.add_row(path, pred, *(f"{p:.3f}" for p in row))
+    console = Console()
+    console.print(table)
+    if shown < len(result.paths):
+        console.print(f"... {len(result.paths) - shown} more rows in {out}")
+    if out is not None:
+        console.print(f"predictions: {out}", markup=False, highlight=False)

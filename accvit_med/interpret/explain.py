@@ -1,0 +1,165 @@
+"""Grad-CAM of one or several runs on the same images: overlays, Figure 4 grids and an index CSV.
+
+Output folder:
+```
+<out>/grid.png                 rows = images, columns = input + one overlay per run
+                               (grid_001.png, grid_002.png, ... when there are more rows than a page)
+<out>/<run>/<NNN>_<stem>.png   one overlay per image and run, at the run's input size
+<out>/gradcam.csv              path,label,run,explained,pred,prob_pred,overlay
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from accvit_med.errors import UserError
+from accvit_med.fileio import atomic_write_text
+from accvit_med.interpret.gradcam import CamTarget, grad_cam, registry_target
+from accvit_med.interpret.images import check_readable, terminal_progress
+from accvit_med.interpret.overlay import GridRow, blend, save_grid, save_png
+from accvit_med.interpret.run import LoadedRun
+
+CSV_COLUMNS = ("path", "label", "run", "explained", "pred", "prob_pred", "overlay")
+
+
+@dataclass(frozen=True)
+class CamImage:
+    """An image to explain and, when known (test-set errors), its true class."""
+
+    path: Path
+    label: Optional[str] = None
+
+
+@dataclass
+class GradcamResult:
+    grids: list[Path]
+    table: Path
+    overlays: int
+
+
+def misclassified_images(run: LoadedRun, limit: Optional[int] = None, data_dir: Optional[str | os.PathLike] = None) -> list[CamImage]:
+    """The test images ``run`` got wrong, most confident errors first, at most ``limit`` of them.
+
+    Paths in predictions_test.csv are relative to the data root recorded in config.json
+    (``data_dir`` replaces it when the data has moved).
+    """
+    from accvit_med.reports.predictions import read_predictions
+
+    file = run.path / "predictions_test.csv"
+    if not file.is_file():
+        raise UserError(f"run '{run.path}' has no predictions_test.csv; finish training or run accvit-med evaluate first")
+    predictions = read_predictions(file)
+    wrong = np.flatnonzero(predictions.labels != predictions.preds)
+    confidence = predictions.probs[wrong].max(axis=1)
+    wrong = wrong[np.argsort(-confidence, kind="stable")][:limit]
+    root = Path(data_dir) if data_dir is not None else Path(run.config["data_root"])
+    images = [CamImage(root / predictions.paths[i], str(predictions.labels[i])) for i in wrong]
+    missing = next((image.path for image in images if not image.path.is_file()), None)
+    if missing is not None:
+        raise UserError(f"test image '{missing}' of run '{run.path}' does not exist; pass --data-dir if the data moved")
+    return images
+
+
+def _folder_names(runs: Sequence[LoadedRun]) -> list[str]:
+    """One distinct, file-system-safe folder name per run."""
+    names: list[str] = []
+    for run in runs:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{run.model_name}_{run.path.name}")
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _explained_index(run: LoadedRun, class_name: Optional[str]) -> Optional[int]:
+    if class_name is None:
+        return None
+    if class_name not in run.classes:
+        raise UserError(f"--class '{class_name}' is not a class of run '{run.path}' ({', '.join(run.classes)})")
+    return run.classes.index(class_name)
+
+
+def explain_images(
+    runs: Sequence[LoadedRun],
+    images: Sequence[CamImage],
+    out: str | os.PathLike,
+    class_name: Optional[str] = None,
+    targets: Optional[Sequence[CamTarget]] = None,
+    batch_size: int = 8,
+    alpha: float = 0.5,
+    rows_per_grid: int = 8,
+    progress: bool = True,
+) -> GradcamResult:
+    """Grad-CAM of every run on every image (each run's predicted class unless ``class_name``).
+
+    targets: one Grad-CAM layer per run (default: the registry's layer of each run's model).
+    """
+    if not runs:
+        raise UserError("no runs given; pass --run DIR at least once")
+    if not images:
+        raise UserError("no images to explain; pass image files or folders, or --misclassified")
+    if batch_size < 1 or rows_per_grid < 1:
+        raise UserError("--batch-size and --rows-per-grid must be at least 1")
+    if not 0.0 <= alpha <= 1.0:
+        raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
+    targets = list(targets) if targets is not None else [registry_target(run.model_name) for run in runs]
+    explained = [_explained_index(run, class_name) for run in runs]
+    check_readable([image.path for image in images], skip_bad=False, progress=progress)
+
+    out = Path(out)
+    folders = _folder_names(runs)
+    labels = [run.label for run in runs]
+    pages = [images[i:i + rows_per_grid] for i in range(0, len(images), rows_per_grid)]
+    grids = [out / "grid.png"] if len(pages) == 1 else [out / f"grid_{p + 1:03d}.png" for p in range(len(pages))]
+    records: list[list[str]] = []
+    with terminal_progress(progress) as bar:
+        task = bar.add_task("grad-cam", total=len(images) * len(runs))
+        for page_number, page in enumerate(pages):
+            first = page_number * rows_per_grid
+            overlays: list[list] = [[] for _ in page]
+            captions: list[list[str]] = [[] for _ in page]
+            for run, target, folder, index in zip(runs, targets, folders, explained):
+                for start in range(0, len(page), batch_size):
+                    chunk = page[start:start + batch_size]
+                    pictures = [run.load_image(image.path) for image in chunk]
+                    batch = torch.stack([run.normalise(picture) for picture in pictures]).to(run.device)
+                    cams = grad_cam(run.model, batch, target, index)
+                    for offset, (image, picture) in enumerate(zip(chunk, pictures)):
+                        row = start + offset
+                        probabilities = cams.probabilities[offset]
+                        pred = int(probabilities.argmax())
+                        overlay = blend(picture, cams.maps[offset].numpy(), alpha)
+                        name = f"{first + row + 1:03d}_{image.path.stem}.png"
+                        save_png(overlay, out / folder / name)
+                        overlays[row].append(overlay)
+                        what = run.classes[int(cams.classes[offset])]
+                        caption = f"pred {run.classes[pred]} ({float(probabilities[pred]):.2f})"
+                        captions[row].append(caption if class_name is None else f"CAM of {what}; {caption}")
+                        records.append([str(image.path), image.label or "", run.label, what, run.classes[pred],
+                                        f"{float(probabilities[pred]):.6g}", f"{folder}/{name}"])
+                    bar.advance(task, len(chunk))
+            rows = [
+                GridRow(runs[0].load_image(image.path),
+                        image.path.name if image.label is None else f"{image.path.name}\ntrue: {image.label}",
+                        overlays[r], captions[r])
+                for r, image in enumerate(page)
+            ]
+            save_grid(rows, labels, grids[page_number])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(records)
+    table = out / "gradcam.csv"
+    atomic_write_text(table, buffer.getvalue())
+    return GradcamResult(grids, table, len(records))

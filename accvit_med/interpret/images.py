@@ -1,0 +1,63 @@
+"""Image files named on the command line: files as given, folders searched recursively."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from rich.console import Console
+from rich.progress import Progress
+
+from accvit_med.datasets.imagecheck import find_unreadable, progress_bar
+from accvit_med.errors import UserError
+
+# What Pillow decodes among the formats medical image exports use (DICOM needs its own reader).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+
+
+def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given (whatever their extension) and, under each folder, every image file, sorted.
+
+    A path named twice (or found under two folders given) is listed once, at its first place.
+    """
+    found: dict[Path, None] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            below = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not below:
+                raise UserError(f"folder '{path}' holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); pass another folder")
+            found.update(dict.fromkeys(below))
+        elif path.is_file():
+            found[path] = None
+        else:
+            raise UserError(f"'{path}' does not exist; pass image files or folders of images")
+    if not found:
+        raise UserError("no images given; pass image files or folders of images")
+    return list(found)
+
+
+def show_progress(enabled: bool = True) -> bool:
+    """Bars only on a terminal: in logs and captured output they would be noise, not progress."""
+    return enabled and Console(stderr=True).is_terminal
+
+
+def terminal_progress(enabled: bool = True) -> Progress:
+    """The toolkit's progress bar (count, rate, ETA) on stderr, shown on a terminal only."""
+    return progress_bar(show_progress(enabled))
+
+
+def check_readable(paths: list[Path], skip_bad: bool, progress: bool = True) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The readable ``paths`` and the (path, reason) of the others.
+
+    Every file is opened before any inference starts, so a damaged image 900 of 1,000 stops the
+    command at once (or, with ``skip_bad``, is left out) instead of after the work on the first 899.
+    """
+    problems = find_unreadable(Path("."), [str(p) for p in paths], progress=show_progress(progress))
+    if problems and not skip_bad:
+        first, reason = problems[0]
+        more = f" (and {len(problems) - 1} more unreadable)" if len(problems) > 1 else ""
+        raise UserError(f"cannot read image '{first}' ({reason}){more}; remove or replace it, or pass --skip-bad")
+    bad = {path for path, _ in problems}
+    return [p for p in paths if str(p) not in bad], problems

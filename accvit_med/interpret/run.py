@@ -1,0 +1,122 @@
+"""A fine-tuned run, ready for inference: its network with a checkpoint's weights and its preprocessing.
+
+``load_run(run_dir)`` reads what ``accvit-med finetune`` wrote (config.json and
+checkpoints/<best|last>.pt) and rebuilds exactly the evaluation pipeline of training: the same
+decode-resize-crop (:func:`accvit_med.datasets.cache.decode_resized`, the function the training
+Dataset calls) and the same normalisation (:func:`accvit_med.datasets.transforms.eval_transform`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from accvit_med.datasets.cache import decode_resized
+from accvit_med.datasets.torchdata import SplitImageDataset
+from accvit_med.datasets.transforms import eval_transform
+from accvit_med.errors import UserError
+from accvit_med.training.checkpoint import check_classes, load_checkpoint
+from accvit_med.training.modelling import resolve_device
+from accvit_med.training.run_dir import RunDir
+
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass
+class LoadedRun:
+    """A run's network (in eval mode, on ``device``) and everything needed to feed it."""
+
+    path: Path
+    model: nn.Module
+    model_name: str
+    classes: list[str]
+    image_size: int
+    device: torch.device
+    checkpoint: str
+    epoch: int
+    config: dict
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and figure columns: the model, then the run folder."""
+        return f"{self.model_name}/{self.path.name}"
+
+    def load_image(self, path: str | os.PathLike) -> Image.Image:
+        """The RGB image at the run's input size, as the model sees it before normalisation."""
+        return decode_resized(path, self.image_size)
+
+    def normalise(self, image: Image.Image) -> torch.Tensor:
+        """The (3, size, size) tensor the model takes, from an image of :meth:`load_image`."""
+        return eval_transform()(image)
+
+    def preprocess(self, path: str | os.PathLike) -> torch.Tensor:
+        """The normalised tensor of one image, exactly as in the run's evaluation."""
+        return self.normalise(self.load_image(path))
+
+    def dataset(self, paths: Sequence[str | os.PathLike]) -> SplitImageDataset:
+        """The training code's own Dataset over ``paths``: items are (tensor, 0, index)."""
+        # Root "." keeps absolute paths absolute and relative ones relative to the working folder.
+        return SplitImageDataset(".", [str(p) for p in paths], [0] * len(paths), self.image_size, eval_transform())
+
+
+def _read_config(run: RunDir) -> dict:
+    if not run.path.is_dir():
+        raise UserError(f"run directory '{run.path}' does not exist; pass a folder written by accvit-med finetune")
+    if not run.config.is_file():
+        raise UserError(f"'{run.path}' is not a run directory (no config.json); pass a folder written by accvit-med finetune")
+    try:
+        return json.loads(run.config.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"'{run.config}' is not valid JSON; the run directory is damaged") from None
+
+
+def load_run(
+    run_dir: str | os.PathLike,
+    checkpoint: str = "best",
+    device: str = "auto",
+    model_factory: Optional[Callable[[int], nn.Module]] = None,
+) -> LoadedRun:
+    """The network of ``run_dir`` with the weights of checkpoints/<checkpoint>.pt, in eval mode.
+
+    model_factory: the same factory the run was trained with, for runs of a custom network
+    (config.json then records its name instead of a registry model).
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"--checkpoint must be best or last, got '{checkpoint}'")
+    run = RunDir(Path(run_dir))
+    config = _read_config(run)
+    file = run.best if checkpoint == "best" else run.last
+    if not file.is_file():
+        other = "last" if checkpoint == "best" else "best"
+        raise UserError(
+            f"run '{run.path}' has no checkpoint {file.relative_to(run.path)}; finish or resume training "
+            f"(accvit-med finetune --resume) or pass --checkpoint {other}"
+        )
+    state = load_checkpoint(file)
+    classes = list(config["classes"])
+    check_classes(state["classes"], classes, f"checkpoint '{file}'")
+    image_size = int(config["recipe"]["image_size"])
+    model_name = str(config["model"])
+
+    if model_factory is not None:
+        model = model_factory(len(classes))
+    elif config.get("model_factory"):
+        raise UserError(
+            f"run '{run.path}' was trained with a custom network ({config['model_factory']}); load it in "
+            "Python with accvit_med.interpret.load_run(run, model_factory=...)"
+        )
+    else:
+        from accvit_med.models import create_model
+
+        model = create_model(model_name, num_classes=len(classes), weights=None, image_size=image_size)
+    model.load_state_dict(state["model"])
+    target = resolve_device(device)
+    model.to(target).eval()
+    return LoadedRun(run.path, model, model_name, classes, image_size, target, checkpoint, int(state["epoch"]), config)
