@@ -40,7 +40,7 @@ from accvit_med.training.distributed import (
 )
 from accvit_med.training.evaluation import evaluate_part, write_final_outputs
 from accvit_med.training.loop import epoch_seed, seed_everything, train_one_epoch
-from accvit_med.training.modelling import build_model, check_model_choice, resolve_device, unwrap
+from accvit_med.training.modelling import build_model, check_model_choice, resolve_device
 from accvit_med.training.progress import EpochBar
 from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig
 from accvit_med.training.run_dir import RunDir, default_run_path, prepare_run_dir
@@ -230,17 +230,17 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
         "model_factory": None if model_factory is None else getattr(model_factory, "__qualname__", repr(model_factory)),
     }
 
-    train_model: nn.Module = model
-    if config.compile:
-        train_model = torch.compile(model)
+    # The compiled module (when asked) serves evaluation too; DDP wraps it for training only.
+    fast_model: nn.Module = torch.compile(model) if config.compile else model
+    train_model: nn.Module = fast_model
     if ctx.enabled:
         train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None
+            fast_model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
     def state(epoch: int) -> dict[str, Any]:
         return {
-            "model": unwrap(model).state_dict(),
+            "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "epoch": epoch,
@@ -268,7 +268,7 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
         for epoch in range(start_epoch, config.epochs + 1):
             if stopped_early:
                 break
-            row = _run_epoch(train_model, model, data, config, epoch, ctx, device, criterion, optimizer, scaler,
+            row = _run_epoch(train_model, fast_model, data, config, epoch, ctx, device, criterion, optimizer, scaler,
                              amp_dtype, sampler_weights, pin_memory, console)
             history.append(row)
             improved = row["val_loss"] < best_val_loss
@@ -299,7 +299,7 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
     model.load_state_dict(best["model"])
     outputs = {}
     for part in ("val", "test"):
-        outputs[part] = evaluate_part(model, data.part(part), config, ctx, device, amp_dtype, criterion, console, part)
+        outputs[part] = evaluate_part(fast_model, data.part(part), config, ctx, device, amp_dtype, criterion, console, part)
     metrics = {}
     if ctx.is_main:
         metrics = write_final_outputs(run, outputs, classes, bool(split.ordinal), checkpoint="best", epoch=best_epoch)
@@ -312,7 +312,7 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
     return FinetuneResult(run.path, metrics, best_epoch, history)
 
 
-def _run_epoch(train_model, model, data, config, epoch, ctx, device, criterion, optimizer, scaler, amp_dtype,
+def _run_epoch(train_model, eval_model, data, config, epoch, ctx, device, criterion, optimizer, scaler, amp_dtype,
                sampler_weights, pin_memory, console) -> dict:
     # Every epoch's randomness comes from (seed, epoch) alone: resuming reproduces it exactly.
     seed_everything(epoch_seed(config.seed, epoch) + 7919 * ctx.rank)
@@ -324,7 +324,7 @@ def _run_epoch(train_model, model, data, config, epoch, ctx, device, criterion, 
             config.channels_last, on_batch=lambda n, loss: bar.advance(n * ctx.world_size, loss),
         )
     train_seconds = time.perf_counter() - started
-    val = evaluate_part(model, data.val, config, ctx, device, amp_dtype, criterion, console, f"epoch {epoch}/{config.epochs} val")
+    val = evaluate_part(eval_model, data.val, config, ctx, device, amp_dtype, criterion, console, f"epoch {epoch}/{config.epochs} val")
     return {
         "epoch": epoch,
         "train_loss": totals.loss,

@@ -59,8 +59,9 @@ def default_run_path(dataset: str, model: str, seed: int, name: Optional[str] = 
     return Path(root) / dataset / model / (name or f"seed{seed}")
 
 
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+def _holds_files(path: Path) -> bool:
+    # Empty folders (e.g. the skeleton of a run that failed before its first write) hold no work.
+    return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
 
 
 def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDir:
@@ -68,7 +69,9 @@ def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDi
     run = RunDir(Path(path))
     if resume and force:
         raise UserError("--resume and --force contradict each other; pass one of them")
-    exists = run.path.exists() and not _is_empty_dir(run.path)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"'{run.path}' is a file, not a run directory; choose another --out")
+    exists = _holds_files(run.path)
     if resume:
         if not run.last.is_file():
             raise UserError(f"cannot resume: '{run.last}' does not exist; start the run without --resume")
@@ -80,5 +83,5 @@ def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDi
             # --force deletes a previous run, never an unrelated folder that happens to be there.
             raise UserError(f"'{run.path}' is not an accvit-med run directory; choose another --out")
         shutil.rmtree(run.path)
-    # Nothing is created here: the run's first atomic writes make the folders.
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
     return run
