@@ -89,11 +89,26 @@ def _build(name: str, num_classes: int, drop_path_rate: float | None, image_size
 
     builder: Callable[..., nn.Module] = getattr(tvm, name)
     kwargs: dict[str, Any] = {"num_classes": num_classes}
-    if drop_path_rate is not None:
-        kwargs["stochastic_depth_prob"] = drop_path_rate
     if info.fixed_image_size and image_size is not None:
         kwargs["input_size"] = (image_size, image_size)
-    return builder(weights=None, **kwargs)
+    model = builder(weights=None, **kwargs)
+    if drop_path_rate is not None:
+        _rescale_stochastic_depth(model, drop_path_rate)
+    return model
+
+
+def _rescale_stochastic_depth(model: nn.Module, rate: float) -> None:
+    """Set the deepest layer's stochastic depth to ``rate``, keeping the builder's linear ramp.
+
+    torchvision's ``swin_t``/``maxvit_t`` builders fix ``stochastic_depth_prob`` themselves, so it
+    cannot be passed; every baseline ramps it linearly with depth, so rescaling is exact.
+    """
+    from torchvision.ops import StochasticDepth
+
+    layers = [m for m in model.modules() if isinstance(m, StochasticDepth)]
+    deepest = max((m.p for m in layers), default=0.0)
+    for module in layers:
+        module.p = module.p / deepest * rate if deepest > 0 else 0.0
 
 
 def create_model(
