@@ -70,11 +70,17 @@ def misclassified_images(run: LoadedRun, limit: Optional[int] = None, data_dir: 
     return images
 
 
-def _folder_names(runs: Sequence[LoadedRun]) -> list[str]:
-    """One distinct, file-system-safe folder name per run."""
+def _run_labels(runs: Sequence[LoadedRun]) -> list[str]:
+    """Column titles: ``model/run-folder``, or the full paths when those would repeat."""
+    short = [run.label for run in runs]
+    return short if len(set(short)) == len(short) else [str(run.path) for run in runs]
+
+
+def _folder_names(labels: Sequence[str]) -> list[str]:
+    """One distinct, file-system-safe folder name per run label."""
     names: list[str] = []
-    for run in runs:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{run.model_name}_{run.path.name}")
+    for label in labels:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "run"
         name, k = base, 2
         while name in names:
             name, k = f"{base}_{k}", k + 1
@@ -118,8 +124,8 @@ def explain_images(
     check_readable([image.path for image in images], skip_bad=False, progress=progress)
 
     out = Path(out)
-    folders = _folder_names(runs)
-    labels = [run.label for run in runs]
+    labels = _run_labels(runs)
+    folders = _folder_names(labels)
     pages = [images[i:i + rows_per_grid] for i in range(0, len(images), rows_per_grid)]
     grids = [out / "grid.png"] if len(pages) == 1 else [out / f"grid_{p + 1:03d}.png" for p in range(len(pages))]
     records: list[list[str]] = []
@@ -129,7 +135,7 @@ def explain_images(
             first = page_number * rows_per_grid
             overlays: list[list] = [[] for _ in page]
             captions: list[list[str]] = [[] for _ in page]
-            for run, target, folder, index in zip(runs, targets, folders, explained):
+            for run, label, target, folder, index in zip(runs, labels, targets, folders, explained):
                 for start in range(0, len(page), batch_size):
                     chunk = page[start:start + batch_size]
                     pictures = [run.load_image(image.path) for image in chunk]
@@ -146,7 +152,7 @@ def explain_images(
                         what = run.classes[int(cams.classes[offset])]
                         caption = f"pred {run.classes[pred]} ({float(probabilities[pred]):.2f})"
                         captions[row].append(caption if class_name is None else f"CAM of {what}; {caption}")
-                        records.append([str(image.path), image.label or "", run.label, what, run.classes[pred],
+                        records.append([str(image.path), image.label or "", label, what, run.classes[pred],
                                         f"{float(probabilities[pred]):.6g}", f"{folder}/{name}"])
                     bar.advance(task, len(chunk))
             rows = [
