@@ -88,6 +88,12 @@ def _folder_names(labels: Sequence[str]) -> list[str]:
     return names
 
 
+def _row_title(image: CamImage) -> str:
+    # The parent folder too: class folders often hold files with the same names (img_0001.png).
+    name = f"{image.path.parent.name}/{image.path.name}" if image.path.parent.name else image.path.name
+    return name if image.label is None else f"{name}\ntrue: {image.label}"
+
+
 def _explained_index(run: LoadedRun, class_name: Optional[str]) -> Optional[int]:
     if class_name is None:
         return None
@@ -155,12 +161,8 @@ def explain_images(
                         records.append([str(image.path), image.label or "", label, what, run.classes[pred],
                                         f"{float(probabilities[pred]):.6g}", f"{folder}/{name}"])
                     bar.advance(task, len(chunk))
-            rows = [
-                GridRow(runs[0].load_image(image.path),
-                        image.path.name if image.label is None else f"{image.path.name}\ntrue: {image.label}",
-                        overlays[r], captions[r])
-                for r, image in enumerate(page)
-            ]
+            rows = [GridRow(runs[0].load_image(image.path), _row_title(image), overlays[r], captions[r])
+                    for r, image in enumerate(page)]
             save_grid(rows, labels, grids[page_number])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
