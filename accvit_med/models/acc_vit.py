@@ -89,6 +89,46 @@ def check_image_size(height: int, width: int) -> None:
         )
 
 
+class DilatedDepthwiseConv(nn.Conv2d):
+    """Depthwise 3x3 convolution with dilation d (padding d, no bias), stride 1 or 2.
+
+    Same parameters and results as ``nn.Conv2d``; only the way the gradient is computed differs.
+    On CPU, oneDNN runs dilated depthwise convolutions fast forward but falls back to a slow kernel
+    for their backward pass (3-60x slower than undilated, worst with stride 2). When gradients are
+    needed, the convolution is therefore rewritten as an UNDILATED one on the d*d interleaved
+    sub-grids of the map (``x[..., i::d, j::d]``, stacked along the batch): taps d apart in the map
+    are neighbours in a sub-grid, so this is exact, and both directions stay on the fast kernels.
+    """
+
+    def __init__(self, channels: int, dilation: int, stride: int) -> None:
+        super().__init__(channels, channels, 3, stride=stride, padding=dilation, dilation=dilation,
+                         groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d, stride = self.dilation[0], self.stride[0]
+        if d == 1 or x.device.type != "cpu" or not torch.is_grad_enabled():
+            return super().forward(x)
+        if stride == 2 and d == 2:
+            # Output pixel i reads rows 2i-2, 2i, 2i+2: all in the even sub-grid.
+            return F.conv2d(x[:, :, ::2, ::2], self.weight, padding=1, groups=self.groups)
+        return _subgrid_depthwise(x, self.weight, d)[..., ::stride, ::stride]
+
+
+def _subgrid_depthwise(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Stride-1 depthwise 3x3 convolution with ``dilation`` (padding = dilation) via sub-grids."""
+    b, c, h, w = x.shape
+    d = dilation
+    hp, wp = -(-h // d) * d, -(-w // d) * d
+    t = x.permute(0, 2, 3, 1)  # channels-last view: the reshapes below move whole pixels
+    if (hp, wp) != (h, w):
+        # Zeros beyond the border are what the dilated convolution's own padding would read.
+        t = F.pad(t, (0, 0, 0, wp - w, 0, hp - h))
+    t = t.reshape(b, hp // d, d, wp // d, d, c).permute(0, 2, 4, 1, 3, 5).reshape(b * d * d, hp // d, wp // d, c)
+    y = F.conv2d(t.permute(0, 3, 1, 2), weight, padding=1, groups=c).permute(0, 2, 3, 1)
+    y = y.reshape(b, d, d, hp // d, wp // d, c).permute(0, 3, 1, 4, 2, 5).reshape(b, hp, wp, c)
+    return y[:, :h, :w].permute(0, 3, 1, 2)
+
+
 class AtrousInvertedResidual(nn.Module):
     """Eq. 3: 1x1 expand x4 -> three depthwise 3x3 (dilation 1, 2, 3) fused by gating -> 1x1 project.
 
@@ -116,17 +156,8 @@ class AtrousInvertedResidual(nn.Module):
         )
         self.branches = nn.ModuleList(
             nn.Sequential(
-                Conv2dNormActivation(
-                    mid_channels,
-                    mid_channels,
-                    3,
-                    stride=stride,
-                    padding=dilation,
-                    dilation=dilation,
-                    groups=mid_channels,
-                    norm_layer=BatchNorm,
-                    activation_layer=nn.GELU,
-                    inplace=None,
+                nn.Sequential(
+                    DilatedDepthwiseConv(mid_channels, dilation, stride), BatchNorm(mid_channels), nn.GELU()
                 ),
                 SqueezeExcitation(mid_channels, squeeze_channels, activation=nn.SiLU),
             )
