@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_text
@@ -102,6 +103,38 @@ def _explained_index(run: LoadedRun, class_name: Optional[str]) -> Optional[int]
     return run.classes.index(class_name)
 
 
+@dataclass
+class _Cell:
+    """One image explained by one run: the overlay, its grid caption and its gradcam.csv row."""
+
+    overlay: Image.Image
+    caption: str
+    record: list[str]
+
+
+def _explain_batch(run: LoadedRun, label: str, folder: str, target: CamTarget, class_index: Optional[int],
+                   images: Sequence[CamImage], numbers: Sequence[int], out: Path, alpha: float) -> list[_Cell]:
+    """Grad-CAM of ``run`` on a batch of images; each overlay is written as ``<folder>/<NNN>_<stem>.png``."""
+    pictures = [run.load_image(image.path) for image in images]
+    batch = torch.stack([run.normalise(picture) for picture in pictures]).to(run.device)
+    cams = grad_cam(run.model, batch, target, class_index)
+    cells = []
+    for k, (image, picture, number) in enumerate(zip(images, pictures, numbers)):
+        probabilities = cams.probabilities[k]
+        pred = run.classes[int(probabilities.argmax())]
+        confidence = float(probabilities.max())
+        explained = run.classes[int(cams.classes[k])]
+        overlay = blend(picture, cams.maps[k].numpy(), alpha)
+        name = f"{folder}/{number:03d}_{image.path.stem}.png"
+        save_png(overlay, out / name)
+        caption = f"pred {pred} ({confidence:.2f})"
+        if class_index is not None:
+            caption = f"CAM of {explained}; {caption}"
+        record = [str(image.path), image.label or "", label, explained, pred, f"{confidence:.6g}", name]
+        cells.append(_Cell(overlay, caption, record))
+    return cells
+
+
 def explain_images(
     runs: Sequence[LoadedRun],
     images: Sequence[CamImage],
@@ -116,6 +149,7 @@ def explain_images(
     """Grad-CAM of every run on every image (each run's predicted class unless ``class_name``).
 
     targets: one Grad-CAM layer per run (default: the registry's layer of each run's model).
+    Work goes one grid page at a time, so memory stays bounded however many images there are.
     """
     if not runs:
         raise UserError("no runs given; pass --run DIR at least once")
@@ -126,7 +160,9 @@ def explain_images(
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
     targets = list(targets) if targets is not None else [registry_target(run.model_name) for run in runs]
-    explained = [_explained_index(run, class_name) for run in runs]
+    if len(targets) != len(runs):
+        raise ValueError(f"{len(targets)} Grad-CAM targets for {len(runs)} runs")
+    class_indices = [_explained_index(run, class_name) for run in runs]
     check_readable([image.path for image in images], skip_bad=False, progress=progress)
 
     out = Path(out)
@@ -138,30 +174,19 @@ def explain_images(
     with terminal_progress(progress) as bar:
         task = bar.add_task("grad-cam", total=len(images) * len(runs))
         for page_number, page in enumerate(pages):
-            first = page_number * rows_per_grid
-            overlays: list[list] = [[] for _ in page]
-            captions: list[list[str]] = [[] for _ in page]
-            for run, label, target, folder, index in zip(runs, labels, targets, folders, explained):
+            first = page_number * rows_per_grid + 1
+            columns: list[list[_Cell]] = []  # one per run, one cell per image of the page
+            for run, label, folder, target, class_index in zip(runs, labels, folders, targets, class_indices):
+                cells: list[_Cell] = []
                 for start in range(0, len(page), batch_size):
                     chunk = page[start:start + batch_size]
-                    pictures = [run.load_image(image.path) for image in chunk]
-                    batch = torch.stack([run.normalise(picture) for picture in pictures]).to(run.device)
-                    cams = grad_cam(run.model, batch, target, index)
-                    for offset, (image, picture) in enumerate(zip(chunk, pictures)):
-                        row = start + offset
-                        probabilities = cams.probabilities[offset]
-                        pred = int(probabilities.argmax())
-                        overlay = blend(picture, cams.maps[offset].numpy(), alpha)
-                        name = f"{first + row + 1:03d}_{image.path.stem}.png"
-                        save_png(overlay, out / folder / name)
-                        overlays[row].append(overlay)
-                        what = run.classes[int(cams.classes[offset])]
-                        caption = f"pred {run.classes[pred]} ({float(probabilities[pred]):.2f})"
-                        captions[row].append(caption if class_name is None else f"CAM of {what}; {caption}")
-                        records.append([str(image.path), image.label or "", label, what, run.classes[pred],
-                                        f"{float(probabilities[pred]):.6g}", f"{folder}/{name}"])
+                    numbers = range(first + start, first + start + len(chunk))
+                    cells += _explain_batch(run, label, folder, target, class_index, chunk, numbers, out, alpha)
                     bar.advance(task, len(chunk))
-            rows = [GridRow(runs[0].load_image(image.path), _row_title(image), overlays[r], captions[r])
+                records += [cell.record for cell in cells]
+                columns.append(cells)
+            rows = [GridRow(runs[0].load_image(image.path), _row_title(image),
+                            [column[r].overlay for column in columns], [column[r].caption for column in columns])
                     for r, image in enumerate(page)]
             save_grid(rows, labels, grids[page_number])
     buffer = io.StringIO()
