@@ -17,10 +17,10 @@ def evaluate(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root, if it moved since training."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder.  [default: <run>/evaluate/<checkpoint>]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder. (default: <run>/evaluate/<checkpoint>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes.  [default: the run's]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="[default: the run's]"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes. (default: the run's)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the run's."),
 ) -> None:
     """Recompute predictions_<split>.csv and metrics_<split>.json from a run's checkpoint."""
     from accvit_med.training.evaluate import evaluate_run

@@ -18,7 +18,7 @@ def prepare(
     split: Optional[Path] = typer.Option(None, "--split", help="Split CSV written by `accvit-med split`."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default: the one in the split's manifest)."),
     image_size: int = typer.Option(224, "--image-size", help="Size the run will train at."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="[default: <data root>/.accvit-cache]"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Default: <data root>/.accvit-cache."),
     workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", help="Decoding processes."),
 ) -> None:
     """Fill the resized-image cache for a split, so `finetune --cache` never decodes full-size images.
