@@ -260,3 +260,28 @@ def test_cli_bad_data_path_is_one_line_and_writes_nothing(tmp_path):
     assert not out.exists()
     empty = CliRunner().invoke(app, ["pretrain", "--data-path", str(tmp_path / "data"), "--eval-only"])
     assert empty.exit_code == 2 and "--weights" in empty.stderr
+
+
+def test_ctrl_c_leaves_a_resumable_run(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from accvit_med.training.pretrain import engine
+
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "data" / split / name / "0.png")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_train_epoch", interrupted)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pretrain", "--data-path", str(tmp_path / "data"), "--model", "accvit_femto",
+                                      "--out", str(out), "--workers", "0", "--global-batch-size", "2"])
+    assert result.exit_code == 130
+    assert "interrupted during epoch 1" in result.stderr and "--resume" in result.stderr
+    state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0 and state["history"] == []
+    assert (out / "history.csv").read_text().startswith("epoch,lr,train_loss")
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written
