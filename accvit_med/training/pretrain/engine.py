@@ -342,10 +342,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
     train_loader = DataLoader(data.train, batch_size=layout.per_process, sampler=train_sampler,
                               num_workers=workers, pin_memory=pin_memory, drop_last=False)
     val_loader = _val_loader(data.val, ctx, layout.per_process, workers, pin_memory)
-    micro_steps = len(train_loader)
-    steps_per_epoch = math.ceil(micro_steps / layout.accumulation_steps)
-    if micro_steps == 0:
-        raise UserError(f"{options.data_path}/train holds too few images for one batch per process")
+    # ImageFolder refuses empty classes, so every process has at least one micro-batch.
+    steps_per_epoch = math.ceil(len(train_loader) / layout.accumulation_steps)
     mixer = MixupCutmix(num_classes, recipe.mixup_alpha, recipe.cutmix_alpha)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
