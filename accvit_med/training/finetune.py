@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -40,10 +39,10 @@ from accvit_med.training.distributed import (
 )
 from accvit_med.training.evaluation import evaluate_part, write_final_outputs
 from accvit_med.training.loop import epoch_seed, seed_everything, train_one_epoch
-from accvit_med.training.modelling import build_model, check_model_choice, resolve_device
+from accvit_med.training.modelling import FROM_SCRATCH_WARNING, build_model, check_model_choice, resolve_device
 from accvit_med.training.progress import EpochBar
 from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig
-from accvit_med.training.run_dir import RunDir, default_run_path, prepare_run_dir
+from accvit_med.training.run_dir import RunDir, check_run_dir, default_run_path, prepare_run_dir
 from accvit_med.training.splits import load_run_split
 
 # A model factory builds a network for a number of classes; library users and tests may pass one
@@ -122,11 +121,8 @@ def finetune(
     console = console or Console(stderr=True)
     run_path = resolve_run_path(config, out, name)
     checkpoint = None
+    check_run_dir(run_path, resume=resume, force=force)
     if resume:
-        if force:
-            raise UserError("--resume and --force contradict each other; pass one of them")
-        if not RunDir(run_path).last.is_file():
-            raise UserError(f"cannot resume: '{RunDir(run_path).last}' does not exist; start the run without --resume")
         checkpoint = load_checkpoint(RunDir(run_path).last)
         config = merge_resumed_config(checkpoint["config"], config, explicit)
     split = load_run_split(config)
@@ -144,8 +140,7 @@ def finetune(
     device = resolve_device(config.device)
     # Model and data are checked before the run directory is touched: a mistake leaves nothing.
     seed_everything(config.seed)  # the new head's initial weights
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    model, weights_spec = build_model(config, len(split.classes), model_factory, console if main_process else None)
+    model, weights_spec = build_model(config, len(split.classes), model_factory)
     data = rundata.build_run_data(split, config)
 
     ctx = init_distributed(device.type)
@@ -173,6 +168,8 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
            model_factory, command, console) -> FinetuneResult:
     classes = list(split.classes)
     num_classes = len(classes)
+    if ctx.is_main and weights_spec["spec"] == "none":
+        console.print(FROM_SCRATCH_WARNING)
     pin_memory = device.type == "cuda"
 
     class_weights = None

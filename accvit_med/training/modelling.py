@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from rich.console import Console
 from torch import nn
 
 from accvit_med.errors import UserError
@@ -86,7 +85,6 @@ def build_model(
     config: FinetuneConfig,
     num_classes: int,
     model_factory: Optional[Callable[[int], nn.Module]] = None,
-    console: Optional[Console] = None,
 ) -> tuple[nn.Module, dict]:
     """The network with ``num_classes`` outputs and the record of where its weights came from."""
     if model_factory is not None:
@@ -95,8 +93,6 @@ def build_model(
 
     check_model_choice(config)
     spec = config.weights
-    if spec == "none" and console is not None:
-        console.print(FROM_SCRATCH_WARNING)
     model = create_model(
         config.model, num_classes=num_classes, weights=None if spec == "none" else spec, image_size=config.image_size
     )

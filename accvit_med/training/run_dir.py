@@ -64,8 +64,8 @@ def _holds_files(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
 
 
-def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDir:
-    """Check what may be done with ``path`` and make it ready; never destroys work unasked."""
+def check_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> bool:
+    """Raise what :func:`prepare_run_dir` would refuse, touching nothing; True if a run is there."""
     run = RunDir(Path(path))
     if resume and force:
         raise UserError("--resume and --force contradict each other; pass one of them")
@@ -75,13 +75,22 @@ def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDi
     if resume:
         if not run.last.is_file():
             raise UserError(f"cannot resume: '{run.last}' does not exist; start the run without --resume")
-        return run
+        return True
     if exists and not force:
         raise UserError(f"run directory '{run.path}' already exists; pass --resume to continue it or --force to start again")
+    if exists and not (run.config.is_file() or run.checkpoints.is_dir()):
+        # --force deletes a previous run, never an unrelated folder that happens to be there.
+        raise UserError(f"'{run.path}' is not an accvit-med run directory; choose another --out")
+    return exists
+
+
+def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDir:
+    """Check what may be done with ``path`` and make it ready; never destroys work unasked."""
+    run = RunDir(Path(path))
+    exists = check_run_dir(path, resume, force)
+    if resume:
+        return run
     if exists:
-        if not (run.config.is_file() or run.checkpoints.is_dir()):
-            # --force deletes a previous run, never an unrelated folder that happens to be there.
-            raise UserError(f"'{run.path}' is not an accvit-med run directory; choose another --out")
-        shutil.rmtree(run.path)
+        shutil.rmtree(run.path)  # --force, on a folder check_run_dir recognised as a run
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     return run
