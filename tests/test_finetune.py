@@ -151,6 +151,8 @@ def test_resume_continues_and_refuses_a_changed_recipe(toy_split, tmp_path):
                       explicit=["epochs"])
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert [int(r["epoch"]) for r in read_csv(out / "history.csv")] == [1, 2]
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["epochs"] == 2 and len(config["resumed_by"]) == 1
 
 
 def test_evaluate_reproduces_the_test_predictions(toy_split, tmp_path):

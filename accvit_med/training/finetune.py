@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 import time
@@ -226,6 +227,12 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
         "command": command if command is not None else list(sys.argv),
         "model_factory": None if model_factory is None else getattr(model_factory, "__qualname__", repr(model_factory)),
     }
+
+    if checkpoint is not None and run.config.is_file():
+        # Keep the command that started the run; list the ones that resumed it.
+        started = json.loads(run.config.read_text(encoding="utf-8"))
+        run_config["resumed_by"] = started.get("resumed_by", []) + [run_config["command"]]
+        run_config["command"] = started.get("command", run_config["command"])
 
     # The compiled module (when asked) serves evaluation too; DDP wraps it for training only.
     fast_model: nn.Module = torch.compile(model) if config.compile else model
