@@ -113,11 +113,13 @@ def finetune(
     model_factory: Optional[ModelFactory] = None,
     command: Optional[list[str]] = None,
     console: Optional[Console] = None,
+    on_recipe: Optional[Callable[[FinetuneConfig, bool], None]] = None,
 ) -> FinetuneResult:
     """Run (or resume) one fine-tuning run; returns its directory and test metrics.
 
     ``explicit`` names the fields the user set (on resume, the stored recipe fills the others);
-    None means all of ``config``.
+    None means all of ``config``. ``on_recipe(config, resuming)`` receives the final recipe
+    before training starts (the CLI prints it).
     """
     console = console or Console(stderr=True)
     run_path = resolve_run_path(config, out, name)
@@ -138,6 +140,8 @@ def finetune(
                 "resume with the original split or pass --force to start again"
             )
 
+    if on_recipe is not None:
+        on_recipe(config, checkpoint is not None)
     device = resolve_device(config.device)
     # Model and data are checked before the run directory is touched: a mistake leaves nothing.
     seed_everything(config.seed)  # the new head's initial weights
@@ -170,7 +174,7 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
     classes = list(split.classes)
     num_classes = len(classes)
     if ctx.is_main and weights_spec["spec"] == "none":
-        console.print(FROM_SCRATCH_WARNING)
+        console.print(FROM_SCRATCH_WARNING, soft_wrap=True)
     pin_memory = device.type == "cuda"
 
     class_weights = None

@@ -66,12 +66,15 @@ def finetune(
 
         explicit += list(read_config_file(config))
     main_process = os.environ.get("RANK", "0") == "0"
-    if main_process:
-        typer.echo(("resuming with" if resume else "recipe") + ":\n" + format_recipe(recipe))
+
+    def show_recipe(final, resuming: bool) -> None:
+        if main_process:
+            typer.echo(("recipe (resumed run)" if resuming else "recipe") + ":\n" + format_recipe(final))
+
     try:
         result = run_finetune(
             recipe, out=_str(out), name=name, resume=resume, force=force, explicit=explicit,
-            command=["accvit-med", *sys.argv[1:]],
+            command=["accvit-med", *sys.argv[1:]], on_recipe=show_recipe,
         )
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
