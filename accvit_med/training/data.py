@@ -24,7 +24,6 @@ class RunData:
     val: SplitImageDataset
     test: SplitImageDataset
     classes: list[str]
-    cache: Optional[ImageCache]
 
     def part(self, name: str) -> SplitImageDataset:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -52,7 +51,7 @@ def build_run_data(split, config: FinetuneConfig, for_training: bool = True) -> 
         parts[name] = SplitImageDataset(
             root, frame["path"].tolist(), [index[label] for label in frame["label"]], config.image_size, transform, cache
         )
-    return RunData(parts["train"], parts["val"], parts["test"], list(split.classes), cache)
+    return RunData(parts["train"], parts["val"], parts["test"], list(split.classes))
 
 
 def class_frequencies(dataset: SplitImageDataset, num_classes: int) -> torch.Tensor:
