@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from accvit_med.cli import app
 from accvit_med.errors import UserError
 from accvit_med.interpret import collect_images, load_run, predict_images
-from test_gradcam import QUADRANT_CLASSES, SIDE, make_quadrant_folder, shrink_convnext, train_quadrant_run
+from test_gradcam import QUADRANT_CLASSES, SIDE, GapNet, make_quadrant_folder, shrink_convnext, train_quadrant_run
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +139,17 @@ def test_bad_input_is_one_line(run_dir, images, tmp_path):
 
 
 def test_custom_network_runs_need_their_factory(tmp_path):
-    from test_finetune import TinyNet, tiny_config  # the fine-tuning tests' own custom network
-
     from accvit_med.datasets.build import create_split
-    from accvit_med.datasets.synthetic import make_image_folder
     from accvit_med.training.finetune import finetune
+    from accvit_med.training.recipe import FinetuneConfig
 
-    make_image_folder(tmp_path / "images", classes=("a", "b"), per_class=6, size=(40, 36), seed=1)
+    make_quadrant_folder(tmp_path / "images", per_class=6)
     create_split("folder", tmp_path / "images", tmp_path / "split.csv", seed=0, grouped=False, progress=False)
-    finetune(tiny_config(tmp_path / "split.csv", epochs=1), out=str(tmp_path / "run"), model_factory=TinyNet)
+    config = FinetuneConfig(split=str(tmp_path / "split.csv"), model="gapnet", weights="none", epochs=1,
+                            batch_size=4, image_size=32, workers=0).validate()
+    finetune(config, out=str(tmp_path / "run"), model_factory=GapNet)
     with pytest.raises(UserError, match="custom network"):
         load_run(tmp_path / "run")
-    run = load_run(tmp_path / "run", checkpoint="last", model_factory=TinyNet)
-    assert run.classes == ["a", "b"] and run.image_size == 32 and not run.model.training
+    run = load_run(tmp_path / "run", checkpoint="last", model_factory=GapNet)
+    assert run.classes == list(QUADRANT_CLASSES) and run.image_size == 32 and not run.model.training
+    assert run.preprocess(next((tmp_path / "images").rglob("*.png"))).shape == (3, 32, 32)
