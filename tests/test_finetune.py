@@ -64,8 +64,10 @@ def read_csv(path):
 
 def test_run_writes_every_file(toy_split, tmp_path):
     out = tmp_path / "run"
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     result = finetune(tiny_config(toy_split), out=str(out), model_factory=TinyNet)
     split = read_split(toy_split)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic_before  # global setting restored
 
     for name in ("config.json", "history.csv", "checkpoints/last.pt", "checkpoints/best.pt",
                  "predictions_val.csv", "predictions_test.csv", "metrics.json"):

@@ -7,6 +7,7 @@ evaluate those on val and test. The CLI command ``accvit-med finetune`` only par
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from rich.console import Console
@@ -163,10 +164,28 @@ def finetune(
         refusal = broadcast_object(ctx, refusal)
         if refusal is not None:
             raise UserError(refusal)
-        return _train(config, split, dataset, RunDir(run_path), ctx, device, checkpoint, model, weights_spec, data,
-                      model_factory, command, console)
+        with _algorithm_settings(device):
+            return _train(config, split, dataset, RunDir(run_path), ctx, device, checkpoint, model, weights_spec,
+                          data, model_factory, command, console)
     finally:
         shutdown_distributed(ctx)
+
+
+@contextlib.contextmanager
+def _algorithm_settings(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels on the CPU, cuDNN autotuning on CUDA; the caller's settings after."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    if device.type == "cpu":
+        # CPU runs are reproducible to the bit (what the resume guarantee is checked against).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True  # speed first on GPUs; CUDA runs are not bitwise reproducible
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
 
 
 def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkpoint, model, weights_spec, data,
@@ -187,11 +206,6 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
         weight=None if class_weights is None else class_weights.to(device), label_smoothing=config.label_smoothing
     )
 
-    if device.type == "cpu":
-        # CPU runs are reproducible to the bit (what the resume guarantee is checked against).
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = True  # speed first on GPUs; CUDA runs are not bitwise reproducible
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
