@@ -43,26 +43,31 @@ def _our_loop(model, batches, optimizer, criterion) -> None:
 
 def bench_training(model_name: str, batch_size: int, steps: int, image_size: int) -> None:
     torch.manual_seed(0)
-    batches = [
-        (torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 7, (batch_size,)), torch.arange(batch_size))
-        for _ in range(steps)
-    ]
-    results = {}
-    # Alternate twice so a busy machine penalises both loops alike; keep the better of two runs.
-    for _ in range(2):
-        for name, loop in (("bare PyTorch loop", _bare_loop), ("accvit-med loop", _our_loop)):
-            model = create_model(model_name, num_classes=7)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
-            criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-            loop(model, batches[:1], optimizer, criterion)  # warm-up step (allocations, kernels)
+    batch = (torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 7, (batch_size,)), torch.arange(batch_size))
+    loops = {"bare PyTorch loop": _bare_loop, "accvit-med loop": _our_loop}
+    setups = {}
+    for name in loops:
+        model = create_model(model_name, num_classes=7)
+        setups[name] = (model, torch.optim.AdamW(model.parameters(), lr=5e-5), nn.CrossEntropyLoss(label_smoothing=0.1))
+        loops[name](*_args(setups[name], [batch]))  # warm-up step (allocations, kernels)
+    # One step of each in turn, so a busy machine slows both alike; the median resists outliers.
+    seconds: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(steps):
+        for name, loop in loops.items():
             started = time.perf_counter()
-            loop(model, batches, optimizer, criterion)
-            rate = steps * batch_size / (time.perf_counter() - started)
-            results[name] = max(results.get(name, 0.0), rate)
-    print(f"training {model_name}, batch {batch_size}, {image_size} px, {steps} steps, CPU threads {torch.get_num_threads()}")
-    for name, rate in results.items():
+            loop(*_args(setups[name], [batch]))
+            seconds[name].append(time.perf_counter() - started)
+    rates = {name: batch_size / float(np.median(times)) for name, times in seconds.items()}
+    print(f"training {model_name}, batch {batch_size}, {image_size} px, median of {steps} steps, "
+          f"CPU threads {torch.get_num_threads()}")
+    for name, rate in rates.items():
         print(f"  {name:<20} {rate:8.2f} images/s")
-    print(f"  ratio ours / bare    {results['accvit-med loop'] / results['bare PyTorch loop']:8.3f}")
+    print(f"  ratio ours / bare    {rates['accvit-med loop'] / rates['bare PyTorch loop']:8.3f}")
+
+
+def _args(setup, batches):
+    model, optimizer, criterion = setup
+    return model, batches, optimizer, criterion
 
 
 def _full_decode(path: Path, size: int) -> Image.Image:
