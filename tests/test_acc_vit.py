@@ -194,3 +194,15 @@ def test_subgrid_depthwise_conv_equals_dilated_conv_with_gradients(dilation, str
     expected = torch.autograd.grad(reference, (x, conv.weight), upstream)
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_training_works_after_inference_mode_on_the_same_model():
+    # The fast path caches token indices on first use; built under inference_mode they must still
+    # be usable by autograd afterwards (evaluate, then keep training).
+    layer = _attention_layer(rates=(1, 2))
+    tokens = torch.randn(1, 28, 28, 32)
+    with torch.inference_mode():
+        layer(tokens)
+    out = layer(tokens.requires_grad_())
+    out.sum().backward()
+    assert tokens.grad is not None and torch.isfinite(tokens.grad).all()

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
+from torchvision.ops.misc import Conv2dNormActivation
 from torchvision.ops.stochastic_depth import StochasticDepth
 
 from accvit_med.errors import UserError
@@ -87,6 +87,26 @@ def check_image_size(height: int, width: int) -> None:
             f"{SIZE_MULTIPLE} (224, 448, 672, ...) so that the dilated maps split into 7x7 windows; "
             "resize or crop the images to e.g. 224x224 or 448x448"
         )
+
+
+class SqueezeExcitation(nn.Module):
+    """MaxViT's squeeze-and-excitation (mean -> 1x1 conv -> SiLU -> 1x1 conv -> sigmoid -> scale).
+
+    Same parameters as ``torchvision.ops.SqueezeExcitation`` (``fc1``/``fc2`` 1x1 convolutions), but
+    the two 1x1 convolutions on the pooled 1x1 map run as matrix products: oneDNN spends
+    milliseconds setting up each such tiny convolution, and every layer here has three SE blocks.
+    """
+
+    def __init__(self, channels: int, squeeze_channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        hidden = F.silu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
+        scale = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
+        return x * scale[:, :, None, None]
 
 
 class DilatedDepthwiseConv(nn.Conv2d):
@@ -159,7 +179,7 @@ class AtrousInvertedResidual(nn.Module):
                 nn.Sequential(
                     DilatedDepthwiseConv(mid_channels, dilation, stride), BatchNorm(mid_channels), nn.GELU()
                 ),
-                SqueezeExcitation(mid_channels, squeeze_channels, activation=nn.SiLU),
+                SqueezeExcitation(mid_channels, squeeze_channels),
             )
             for dilation in CONV_DILATIONS
         )
@@ -272,13 +292,19 @@ class AtrousAttention(nn.Module):
         """
         key = (height, width, str(device))
         if key not in self._index_cache:
-            n = len(self.rates)
-            rows = [atrous_window_pixels(height, width, rate) * n + b for b, rate in enumerate(self.rates)]
-            gather = torch.stack(rows, dim=1).flatten()  # (windows, branch, token) order
-            scatter = torch.empty_like(gather)
-            scatter[gather] = torch.arange(gather.numel())
-            self._index_cache[key] = (gather.to(device), scatter.to(device))
+            # Built outside inference mode even when first called inside it: inference tensors
+            # could not be used later by a training step.
+            with torch.inference_mode(False):
+                self._index_cache[key] = self._build_indices(height, width, device)
         return self._index_cache[key]
+
+    def _build_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.rates)
+        rows = [atrous_window_pixels(height, width, rate) * n + b for b, rate in enumerate(self.rates)]
+        gather = torch.stack(rows, dim=1).flatten()  # (windows, branch, token) order
+        scatter = torch.empty_like(gather)
+        scatter[gather] = torch.arange(gather.numel())
+        return gather.to(device), scatter.to(device)
 
     def _forward_fast(self, tokens: torch.Tensor) -> torch.Tensor:
         b, height, width, channels = tokens.shape
