@@ -231,6 +231,24 @@ class AttentionBranch(nn.Module):
         return out.transpose(2, 3).reshape(b, g, length, channels)
 
 
+class _PermuteRows(torch.autograd.Function):
+    """``x.index_select(1, order)`` for a permutation ``order`` whose inverse is ``inverse``.
+
+    The gradient of a permutation is the inverse permutation, another gather. Autograd's generic
+    rule for index_select (zero-fill, then scatter-add) costs two extra passes over the tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(order, inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        order, inverse = ctx.saved_tensors
+        return _PermuteRows.apply(grad, inverse, order), None, None
+
+
 class AtrousAttention(nn.Module):
     """Sections 2.1-2.2: windowed attention on the map and its dilated versions, fused by a gate.
 
@@ -324,7 +342,7 @@ class AtrousAttention(nn.Module):
         qkv = F.linear(normed, qkv_weight, qkv_bias)  # (B, pixels, n*3C)
 
         # Gather into (window, branch, token) order; branches stack along the head axis.
-        qkv = qkv.view(b, pixels * n, 3 * channels).index_select(1, gather)
+        qkv = _PermuteRows.apply(qkv.view(b, pixels * n, 3 * channels), gather, scatter)
         qkv = qkv.view(b * windows, n, length, 3, heads, head_dim).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.reshape(3, b * windows, n * heads, length, head_dim).unbind(0)
         bias = torch.cat([br.relative_bias() for br in self.branches]).to(q.dtype)  # (n*heads, L, L)
@@ -333,7 +351,8 @@ class AtrousAttention(nn.Module):
         # Back to (pixel, branch) order, then projection and gated sum in one matmul:
         # sum_i g_i (W_i y_i + c_i) = [W_1 .. W_n] @ concat_i(g_i y_i) + g @ [c_1 .. c_n].
         out = out.view(b, windows, n, heads, length, head_dim).transpose(3, 4)
-        out = out.reshape(b, windows * n * length, channels).index_select(1, scatter).view(b, pixels, n, channels)
+        out = _PermuteRows.apply(out.reshape(b, windows * n * length, channels), scatter, gather)
+        out = out.view(b, pixels, n, channels)
         proj_weight = torch.cat([br.proj.weight for br in self.branches], dim=1)  # (C, n*C)
         proj_bias = torch.stack([br.proj.bias for br in self.branches])  # (n, C)
         if self.gate is None:
