@@ -34,7 +34,7 @@ def _cache_file(torch_home: Path, name: str) -> Path:
     return folder / os.path.basename(imagenet_weights_enum(name).url)
 
 
-@pytest.mark.parametrize("name", ["convnext_tiny", "swin_t"])
+@pytest.mark.parametrize("name", ["convnext_tiny"])  # one baseline: swin_t would double the cost
 def test_imagenet_weights_are_served_from_the_hub_cache(torch_home, name):
     torch.manual_seed(0)
     source = create_model(name).eval()
