@@ -1,0 +1,163 @@
+"""`accvit-med demo`: a reduced demo end to end (CLI and library), and every artifact it leaves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import f1_score
+from typer.testing import CliRunner
+
+from accvit_med.cli import app
+from accvit_med.datasets.synthetic import HAM_CLASSES, HAM_METADATA_COLUMNS
+from accvit_med.demo import MARKER, run_demo
+from accvit_med.errors import UserError
+from accvit_med.fileio import sha256_file
+
+MODELS = ("accvit_femto", "convnext_tiny")
+RUN_FILES = ("config.json", "history.csv", "checkpoints/last.pt", "checkpoints/best.pt",
+             "predictions_val.csv", "predictions_test.csv", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """``accvit-med demo --quick``: 35 images (5 per class), both default models, one epoch."""
+    out = tmp_path_factory.mktemp("demo") / "accvit-demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    return out, result
+
+
+def _files(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_cli_prints_headline_and_report_location(quick_demo):
+    out, result = quick_demo
+    for model in MODELS:
+        assert re.search(rf"^\s+{model}\s+\d+\.\d%", result.stdout, re.M), result.stdout
+    assert f"report: {out / 'report' / 'report.md'}" in result.stdout
+    assert "from scratch" in result.stderr and "not the paper's protocol" in result.stderr
+
+
+def test_data_is_in_the_ham10000_layout(quick_demo):
+    out, _ = quick_demo
+    data = out / "data"
+    with open(data / "HAM10000_metadata.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == HAM_METADATA_COLUMNS
+    meta = pd.DataFrame(rows[1:], columns=rows[0])
+    assert len(meta) == 7 * 5 and meta["dx"].value_counts().to_dict() == {c: 5 for c in HAM_CLASSES}
+    assert meta["lesion_id"].value_counts().max() > 1  # several photos of one lesion, as in HAM10000
+    images = {}
+    for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
+        found = sorted((data / part).glob("*.jpg"))
+        assert found, part
+        images.update({p.stem: p for p in found})
+    assert set(images) == set(meta["image_id"])
+    with Image.open(next(iter(images.values()))) as image:
+        assert (image.format, image.size) == ("JPEG", (600, 450))
+
+
+def test_split_is_grouped_by_lesion_and_matches_its_manifest(quick_demo):
+    out, _ = quick_demo
+    csv_path = out / "splits" / "ham10000.csv"
+    manifest = json.loads(csv_path.with_suffix(".json").read_text())
+    frame = pd.read_csv(csv_path)
+    assert list(frame.columns[:4]) == ["path", "label", "group", "split"]
+    assert manifest["classes"] == list(HAM_CLASSES) and manifest["grouped"] is True
+    assert manifest["csv_sha256"] == sha256_file(csv_path)
+    assert frame.groupby("group")["split"].nunique().max() == 1  # no lesion in two splits
+    for part in ("train", "val", "test"):
+        assert set(frame.loc[frame["split"] == part, "label"]) == set(HAM_CLASSES)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_run_directory_holds_every_file(quick_demo, model):
+    out, _ = quick_demo
+    run = out / "runs" / "ham10000" / model / "seed42"
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == model and "random init, BatchNorm momentum 0.1" in config["model_factory"]
+    assert config["recipe"]["lr"] == 1e-3 and config["recipe"]["cache"] is True
+    assert config["command"][:2] == ["accvit-med", "finetune"]
+    assert len(pd.read_csv(run / "history.csv")) == 1
+    for name in ("last", "best"):
+        checkpoint = torch.load(run / "checkpoints" / f"{name}.pt", weights_only=True)
+        assert checkpoint["classes"] == list(HAM_CLASSES) and checkpoint["epoch"] == 1
+    split = pd.read_csv(out / "splits" / "ham10000.csv")
+    predictions = pd.read_csv(run / "predictions_test.csv")
+    assert sorted(predictions["path"]) == sorted(split.loc[split["split"] == "test", "path"])
+    assert list(predictions.columns) == ["path", "label", "pred"] + [f"prob_{c}" for c in HAM_CLASSES]
+    metrics = json.loads((run / "metrics.json").read_text())
+    expected = f1_score(predictions["label"], predictions["pred"], labels=list(HAM_CLASSES), average="macro", zero_division=0)
+    assert metrics["macro_f1"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_report_folder_has_tables_and_figures(quick_demo):
+    out, _ = quick_demo
+    report = out / "report"
+    for name in ("report.md", "report.json", "table1.md", "table1.csv", "table1.tex", "summary.csv"):
+        assert (report / name).is_file(), name
+    figures = sorted((report / "figures").rglob("*.png"))
+    assert report / "figures" / "confusion_grid.png" in figures
+    for model in MODELS:
+        assert report / "figures" / "ham10000" / f"{model}_confusion_counts.png" in figures
+        # The report scores the runs' own predictions: same macro-F1 as each run's metrics.json.
+        run_f1 = json.loads((out / "runs" / "ham10000" / model / "seed42" / "metrics.json").read_text())["macro_f1"]
+        report_f1 = json.loads((report / "metrics" / "ham10000" / f"{model}.json").read_text())["macro_f1"]
+        assert report_f1 == pytest.approx(run_f1)
+    for figure in figures:
+        with Image.open(figure) as image:
+            assert image.format == "PNG"
+    text = (report / "report.md").read_text()
+    assert all(model in text for model in MODELS)
+
+
+def test_refuses_to_overwrite_an_existing_demo(quick_demo):
+    out, _ = quick_demo
+    before = _files(out)
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "already exists" in result.stderr and "--force" in result.stderr
+    assert _files(out) == before
+
+
+def test_never_deletes_a_folder_that_is_not_a_demo(tmp_path):
+    (tmp_path / "thesis.tex").write_text("precious")
+    result = CliRunner().invoke(app, ["demo", "--quick", "--force", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and MARKER in result.stderr
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+def test_library_run_replaces_an_earlier_demo_with_force(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / MARKER).write_text("{}")
+    (out / "stale.txt").write_text("from an earlier demo")
+    with pytest.raises(UserError, match="already exists"):
+        run_demo(out, per_class=5)
+    result = run_demo(out, per_class=5, images_per_lesion=2, jpeg_size=(120, 90), models=["accvit_femto"],
+                      epochs=1, n_boot=20, force=True, progress=False)
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / MARKER).read_text())["models"] == ["accvit_femto"]
+    assert result.run_dirs == {"accvit_femto": out / "runs" / "ham10000" / "accvit_femto" / "seed42"}
+    assert result.report_md.is_file() and result.split_csv.is_file()
+    assert set(result.macro_f1) == {"accvit_femto"} and 0.0 <= result.macro_f1["accvit_femto"] <= 1.0
+    metrics = json.loads((result.run_dirs["accvit_femto"] / "metrics.json").read_text())
+    assert result.macro_f1["accvit_femto"] == pytest.approx(metrics["macro_f1"])
+
+
+def test_rejects_settings_that_cannot_make_a_split(tmp_path):
+    with pytest.raises(UserError, match="per-class"):
+        run_demo(tmp_path / "a", per_class=2)
+    with pytest.raises(UserError, match="no models"):
+        run_demo(tmp_path / "b", models=[])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
