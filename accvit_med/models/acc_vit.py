@@ -15,6 +15,9 @@ Dilation only permutes pixels, so at a given stage every branch has the same num
 per image; the branches are stacked along the head axis. A per-branch reference path that applies
 the paper's einops rearranges literally is kept (``set_reference_attention``): tests compare the
 two, and FLOPs are counted on it because it is the computation graph the paper describes.
+On CPU the convolution side avoids two slow oneDNN cases with exact rewrites: dilated depthwise
+convolutions train as undilated ones on interleaved sub-grids (:class:`DilatedDepthwiseConv`), and
+the squeeze-and-excitation 1x1 convolutions on pooled vectors run as matrix products.
 """
 
 from __future__ import annotations
