@@ -88,12 +88,28 @@ def build_model(
 ) -> tuple[nn.Module, dict]:
     """The network with ``num_classes`` outputs and the record of where its weights came from."""
     if model_factory is not None:
-        return model_factory(num_classes), {"spec": "custom model factory", "file": None, "sha256": None}
-    from accvit_med.models import create_model
+        model = model_factory(num_classes)
+        record = {"spec": "custom model factory", "file": None, "sha256": None}
+    else:
+        from accvit_med.models import create_model
 
-    check_model_choice(config)
-    spec = config.weights
-    model = create_model(
-        config.model, num_classes=num_classes, weights=None if spec == "none" else spec, image_size=config.image_size
-    )
-    return model, weights_record(spec, config.model)
+        check_model_choice(config)
+        spec = config.weights
+        model = create_model(
+            config.model, num_classes=num_classes, weights=None if spec == "none" else spec, image_size=config.image_size
+        )
+        record = weights_record(spec, config.model)
+    if config.grad_checkpointing:
+        _enable_checkpointing(model)
+    return model, record
+
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    from accvit_med.training.checkpointing import enable_activation_checkpointing
+
+    # A network without registry blocks would silently train without the memory saving asked for.
+    if enable_activation_checkpointing(model) == 0:
+        raise UserError(
+            f"--grad-checkpointing found no ACC-ViT, Swin, ConvNeXt or MaxViT block in {type(model).__name__}; "
+            "drop the option for this network"
+        )

@@ -51,6 +51,7 @@ class FinetuneConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    grad_checkpointing: bool = False  # recompute block activations in backward: less memory, slower
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
     cache: bool = False
     cache_dir: Optional[str] = None
@@ -84,7 +85,7 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
 
 
 # Fields a resumed run may change: how to run (another machine, a moved data folder) and how long.
-RESUMABLE_CHANGES = ("device", "workers", "compile", "cache", "cache_dir", "data_dir", "epochs", "patience")
+RESUMABLE_CHANGES = ("device", "workers", "compile", "grad_checkpointing", "cache", "cache_dir", "data_dir", "epochs", "patience")
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -148,7 +149,7 @@ _FIELD_KINDS: dict[str, type] = {
     **{name: int for name in ("epochs", "batch_size", "image_size", "randaugment_ops",
                               "randaugment_magnitude", "patience", "seed", "workers")},
     **{name: float for name in ("lr", "weight_decay", "label_smoothing", "clip_grad_norm")},
-    **{name: bool for name in ("amp", "channels_last", "compile", "cache")},
+    **{name: bool for name in ("amp", "channels_last", "compile", "grad_checkpointing", "cache")},
 }
 
 

@@ -37,6 +37,10 @@ def finetune(
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 (else fp16) autocast on CUDA."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    grad_checkpointing: Optional[bool] = typer.Option(
+        None, "--grad-checkpointing/--no-grad-checkpointing",
+        help="Recompute each block's activations in backward: lower peak memory, slower steps.",
+    ),
     cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Use (and fill) the resized-image cache."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Default: <data root>/.accvit-cache."),
     config: Optional[Path] = typer.Option(None, "--config", help="Recipe file (JSON, TOML or YAML) with any of these keys."),
@@ -56,7 +60,8 @@ def finetune(
         "dataset": dataset, "split": _str(split), "data_dir": _str(data_dir), "model": model, "weights": weights,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "image_size": image_size, "workers": workers, "seed": seed, "patience": patience, "balance": balance,
-        "device": device, "amp": amp, "channels_last": channels_last, "compile": compile, "cache": cache,
+        "device": device, "amp": amp, "channels_last": channels_last, "compile": compile,
+        "grad_checkpointing": grad_checkpointing, "cache": cache,
         "cache_dir": _str(cache_dir),
     }
     recipe = resolve_config(given, config)

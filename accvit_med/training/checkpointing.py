@@ -1,0 +1,68 @@
+"""Activation checkpointing for every registry family, without touching state-dict keys.
+
+Each residual block (ACC-ViT layer, Swin block, ConvNeXt block, MaxViT layer) keeps only its input
+during the forward pass and recomputes its activations in the backward pass: peak training memory
+falls from "all activations" to "one block's activations plus every block input", for one extra
+forward per step. The block's own ``forward`` is replaced on the instance (no wrapper module), so
+parameter names, checkpoints and ``load_state_dict`` stay exactly as without checkpointing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def _block_types() -> tuple[type[nn.Module], ...]:
+    from torchvision.models.convnext import CNBlock
+    from torchvision.models.maxvit import MaxVitLayer
+    from torchvision.models.swin_transformer import SwinTransformerBlock
+
+    from accvit_med.models.acc_vit import ACCViTLayer
+
+    return ACCViTLayer, SwinTransformerBlock, CNBlock, MaxVitLayer
+
+
+@contextlib.contextmanager
+def _frozen_batchnorm_statistics(block: nn.Module) -> Iterator[None]:
+    """Undo the running-statistics update of the recomputation (it would count each batch twice)."""
+    norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[buffer.clone() for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+    try:
+        yield
+    finally:
+        for module, (mean, var, count) in zip(norms, saved):
+            module.running_mean.copy_(mean)
+            module.running_var.copy_(var)
+            module.num_batches_tracked.copy_(count)
+
+
+def _checkpointed_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    original = type(self).forward
+    # Without autograd (evaluation, inference) there is nothing to save, so nothing to recompute.
+    if not (self.training and torch.is_grad_enabled()):
+        return original(self, x)
+    return checkpoint(
+        original, self, x, use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _frozen_batchnorm_statistics(self)),
+    )
+
+
+def enable_activation_checkpointing(model: nn.Module) -> int:
+    """Checkpoint every residual block of ``model`` in training mode; returns how many were wrapped.
+
+    Blocks already wrapped are left as they are, so calling it twice is harmless. A model with no
+    known block (a custom network) gives 0. Bound as a method, the replacement follows the module
+    through ``copy.deepcopy``.
+    """
+    wrapped = 0
+    for module in model.modules():
+        if isinstance(module, _block_types()) and "forward" not in vars(module):
+            module.forward = types.MethodType(_checkpointed_forward, module)
+            wrapped += 1
+    return wrapped
