@@ -1,0 +1,63 @@
+"""``accvit-med benchmark``: training and inference images/s and peak memory, side by side."""
+
+from __future__ import annotations
+
+import typer
+
+DEFAULT_MODELS = "accvit_tiny,maxvit_t,swin_t,convnext_tiny"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark)
+
+
+def benchmark(
+    models: str = typer.Option(DEFAULT_MODELS, "--models", help="Registry names, comma-separated."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step."),
+    image_size: int = typer.Option(224, "--image-size", min=1, help="Input side (ACC-ViT, MaxViT: a multiple of 224)."),
+    iters: int = typer.Option(5, "--iters", min=1, help="Timed rounds; the median step time is reported."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed rounds first."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile every model."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda, then cpu), cpu, cuda or cuda:N."),
+) -> None:
+    """Measure training images/s (forward, backward, AdamW step), inference images/s and peak
+    training memory of each model, and each model's ratio to maxvit_t (else the first model).
+
+    The models run in one process, interleaved round by round after warm-up, so machine load hits
+    all alike: compare ratios within one run. fp32 on CPU, bf16 autocast on CUDA. Peak memory is
+    measured per model in a fresh process: CUDA max_memory_allocated, on CPU the peak RSS increase.
+    """
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from accvit_med.benchmarking import (
+        benchmark_device, check_image_size, measure_models, parse_models, reference_model,
+    )
+
+    names = parse_models(models)
+    check_image_size(names, image_size)
+    target = benchmark_device(device)
+    precision = "bf16 autocast" if target.type == "cuda" else "fp32"
+    err = Console(stderr=True)
+    total = warmup + iters
+    err.print(f"{target}, {precision}, {torch.get_num_threads()} threads, batch {batch_size}, {image_size}px, "
+              f"{warmup} warm-up + {iters} timed rounds{', compiled' if compile else ''}")
+    rows = measure_models(
+        names, batch_size=batch_size, image_size=image_size, warmup=warmup, iters=iters, device=target,
+        compile=compile, on_round=lambda i: err.print(f"  round {i + 1}/{total} done"),
+    )
+    reference = reference_model(names)
+    base = next(r for r in rows if r.name == reference)
+    table = Table(title=f"throughput and memory ({target}, {precision}, batch {batch_size}, {image_size}px)",
+                  caption=f"x {reference} = images/s relative to {reference}, measured in this run")
+    for column in ("model", "train img/s", f"train x {reference}", "infer img/s", f"infer x {reference}",
+                   "peak train memory (MiB)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in rows:
+        table.add_row(
+            r.name, f"{r.train_images_per_s:.2f}", f"{r.train_images_per_s / base.train_images_per_s:.2f}",
+            f"{r.infer_images_per_s:.2f}", f"{r.infer_images_per_s / base.infer_images_per_s:.2f}",
+            f"{r.peak_train_memory_bytes / 2**20:.0f}",
+        )
+    Console(width=120).print(table)

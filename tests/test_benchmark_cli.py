@@ -1,0 +1,51 @@
+"""``accvit-med benchmark``: the table, the models list, the reference ratios and bad input.
+
+A tiny quick run (accvit_femto, batch 1, one warm-up and one timed round); no timing assertions.
+"""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from accvit_med.benchmarking import parse_models, reference_model
+from accvit_med.cli import app
+from accvit_med.errors import UserError
+
+
+def test_quick_run_prints_the_table():
+    result = CliRunner().invoke(app, ["benchmark", "--models", "accvit_femto", "--batch-size", "1",
+                                      "--image-size", "224", "--iters", "1", "--warmup", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if "train img/s" in line)
+    for column in ("model", "infer img/s", "train x accvit_femto", "infer x accvit_femto", "peak train memory (MiB)"):
+        assert column in header
+    cells = next(line for line in lines if "accvit_femto" in line and "│" in line).strip("│ ").split("│")
+    assert cells[0].strip() == "accvit_femto"
+    train, train_ratio, infer, infer_ratio, memory = (float(c) for c in cells[1:])
+    assert train > 0 and infer > 0
+    assert train_ratio == infer_ratio == 1.0  # the only model is its own reference
+    assert memory > 0  # a training step allocates activations, gradients and AdamW state
+    assert "round 2/2 done" in result.stderr
+
+
+def test_models_list_parsing_and_reference():
+    assert parse_models("accvit_femto, swin_t,,maxvit_t") == ["accvit_femto", "swin_t", "maxvit_t"]
+    assert reference_model(["accvit_tiny", "swin_t", "maxvit_t"]) == "maxvit_t"
+    assert reference_model(["swin_t", "convnext_tiny"]) == "swin_t"
+    for text, message in (("", "--models is empty"), ("swin_t,swin_t", "more than once"), ("vit_b_16", "unknown model")):
+        with pytest.raises(UserError, match=message):
+            parse_models(text)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "accvit_femto,resnet50"], "unknown model 'resnet50'"),
+    (["--models", "accvit_femto", "--image-size", "100"], "multiples of 224"),
+    (["--models", "accvit_femto", "--device", "tpu"], "device"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = CliRunner().invoke(app, ["benchmark", *args, "--iters", "1", "--warmup", "0"])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
