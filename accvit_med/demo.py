@@ -39,10 +39,11 @@ MARKER = "demo.json"
 # a CPU (measured: ~0.6x the time per image of swin_t, ~0.5x of maxvit_t and of accvit_femto).
 DEFAULT_MODELS = ("accvit_femto", "convnext_tiny")
 
-# From scratch, the paper's 5e-5 barely moves a network in a few epochs; 1e-3 (with batch 8, so
-# that an epoch of ~80 images still takes ~10 optimizer steps) does. RandAugment is lightened
-# (1 op, magnitude 5): at full strength its colour operations hide the cue in so few steps.
-DEMO_RECIPE = {"lr": 1e-3, "batch_size": 8, "randaugment_ops": 1, "randaugment_magnitude": 5}
+# From scratch, the paper's 5e-5 barely moves a network in a few epochs. Measured on an idle
+# 2-core CPU (210 images, 10 epochs, accvit_femto): lr 1e-3 with light RandAugment stayed at
+# chance (test macro-F1 0.13); lr 3e-4 without RandAugment reached 0.65 in 258 s. RandAugment is
+# off: its colour operations hide the synthetic colour cue in so few steps.
+DEMO_RECIPE = {"lr": 3e-4, "batch_size": 8, "randaugment_ops": 0, "randaugment_magnitude": 5}
 
 # ACC-ViT (like MaxViT) uses BatchNorm with momentum 0.01, set for fine-tuning pretrained weights
 # over many thousand steps. From scratch in a demo's ~60 steps its running statistics stay near their
@@ -50,9 +51,19 @@ DEMO_RECIPE = {"lr": 1e-3, "batch_size": 8, "randaugment_ops": 1, "randaugment_m
 # with 0.01, 0.29 with 0.1, the same training losses). The demo's networks use PyTorch's default 0.1.
 DEMO_BATCHNORM_MOMENTUM = 0.1
 
+# Baselines get 70% of ACC-ViT's epochs: ConvNeXt-T costs ~30% more per epoch on a 2-core CPU
+# and had learnt the synthetic task by epoch 6 of 10 (validation accuracy 0.95), while the full
+# 10 + 10 epochs took 10:07 on an idle machine, past the demo's 10-minute budget.
+BASELINE_EPOCH_SHARE = 0.7
+
+
+def _epochs_for(model: str, epochs: int) -> int:
+    return epochs if model.startswith("accvit") else max(1, int(epochs * BASELINE_EPOCH_SHARE))
+
+
 FROM_SCRATCH_NOTE = (
     "[bold yellow]NOTE: this demo trains from scratch on synthetic images[/] (no pretrained weights are "
-    "available offline) with a short high-learning-rate recipe (lr 1e-3, batch 8, light RandAugment, "
+    "available offline) with a short recipe (lr 3e-4, batch 8, no RandAugment, "
     "BatchNorm momentum 0.1). "
     "It shows that the pipeline works end to end; it is a smoke demonstration, not the paper's protocol, "
     "and its numbers say nothing about real lesions."
@@ -90,11 +101,11 @@ class DemoResult:
 def run_demo(
     out_dir: str | os.PathLike = DEFAULT_OUT,
     *,
-    per_class: int = 20,
+    per_class: int = 30,
     images_per_lesion: int = 3,
     jpeg_size: tuple[int, int] = (600, 450),
     models: Sequence[str] = DEFAULT_MODELS,
-    epochs: int = 6,
+    epochs: int = 10,
     image_size: int = 224,
     seed: int = 42,
     workers: int = 0,
@@ -130,7 +141,8 @@ def run_demo(
     configs = {
         model: resolve_config({
             **DEMO_RECIPE, "dataset": DATASET, "split": str(split_csv), "model": model, "weights": "none",
-            "epochs": epochs, "image_size": image_size, "seed": seed, "workers": workers, "cache": True,
+            "epochs": _epochs_for(model, epochs), "image_size": image_size, "seed": seed,
+            "workers": workers, "cache": True,
         })
         for model in models
     }
@@ -162,7 +174,7 @@ def run_demo(
         run_dir = out / "runs" / DATASET / model / f"seed{seed}"
         command = [
             "accvit-med", "finetune", "--dataset", DATASET, "--split", str(split_csv), "--model", model,
-            "--weights", "none", "--epochs", str(epochs), "--image-size", str(image_size), "--seed", str(seed),
+            "--weights", "none", "--epochs", str(configs[model].epochs), "--image-size", str(image_size), "--seed", str(seed),
             "--workers", str(workers), "--cache", "--config", str(recipe_file), "--out", str(run_dir),
         ]
         console.print(f"[bold]3/4 finetune ({number}/{len(models)})[/]: as {' '.join(command)} (BatchNorm momentum {DEMO_BATCHNORM_MOMENTUM})", soft_wrap=True)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from accvit_med.cli import app
 from accvit_med.datasets.synthetic import HAM_CLASSES, HAM_METADATA_COLUMNS
-from accvit_med.demo import MARKER, run_demo
+from accvit_med.demo import DEMO_RECIPE, MARKER, run_demo
 from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
 
@@ -86,7 +86,8 @@ def test_run_directory_holds_every_file(quick_demo, model):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == model and "random init, BatchNorm momentum 0.1" in config["model_factory"]
-    assert config["recipe"]["lr"] == 1e-3 and config["recipe"]["cache"] is True
+    assert config["recipe"]["lr"] == DEMO_RECIPE["lr"] and config["recipe"]["cache"] is True
+    assert config["recipe"]["randaugment_ops"] == DEMO_RECIPE["randaugment_ops"]
     assert config["command"][:2] == ["accvit-med", "finetune"]
     assert len(pd.read_csv(run / "history.csv")) == 1
     for name in ("last", "best"):
@@ -161,3 +162,11 @@ def test_rejects_settings_that_cannot_make_a_split(tmp_path):
     with pytest.raises(UserError, match="no models"):
         run_demo(tmp_path / "b", models=[])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_baselines_get_fewer_epochs_than_acc_vit():
+    from accvit_med.demo import _epochs_for
+
+    assert _epochs_for("accvit_femto", 10) == 10
+    assert _epochs_for("convnext_tiny", 10) == 7
+    assert _epochs_for("convnext_tiny", 1) == 1

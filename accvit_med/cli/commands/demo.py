@@ -22,8 +22,8 @@ def demo(
     model: Optional[List[str]] = typer.Option(
         None, "--model", help="Model to train; repeat for several. (default: accvit_femto and convnext_tiny)"
     ),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per model. (default: 6; --quick: 1)"),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="Images per class. (default: 20; --quick: 5)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per model. (default: 10; --quick: 1)"),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Images per class. (default: 30; --quick: 5)"),
     seed: int = typer.Option(42, "--seed", help="Seed of the synthetic data, the split and training."),
 ) -> None:
     """Run the whole pipeline on a small synthetic HAM10000 made on the spot (no download needed).
