@@ -37,8 +37,14 @@ def init_distributed(device_type: str) -> DistContext:
     if world_size <= 1:
         return DistContext()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(backend=process_group_backend(device_type))
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def process_group_backend(device_type: str) -> str:
+    """NCCL for CUDA tensors (DDP's gradients); gloo for the CPU tensors and pickled objects that
+    the metric reductions and gathers send. NCCL alone refuses CPU tensors."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
 
 
 def shutdown_distributed(ctx: DistContext) -> None:
