@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from accvit_med.errors import UserError
 from accvit_med.models import count_parameters, create_model
@@ -102,17 +103,37 @@ def test_conv_gate_weights_sum_to_one():
     torch.testing.assert_close(weights.sum(1), torch.ones(2, 14, 14))
 
 
+def test_downsampling_gate_pools_after_the_projection_exactly():
+    # gate_logits pools the 3 gate channels instead of the expanded map; bias and borders included.
+    block = AtrousInvertedResidual(8, 16, stride=2, drop_path=0.0).double()
+    nn.init.normal_(block.gate.bias)
+    expanded = torch.randn(2, 64, 14, 14, dtype=torch.float64)
+    torch.testing.assert_close(block.gate_logits(expanded), block.gate(block.gate_pool(expanded)),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_window_attention_equals_scaled_dot_product_attention():
+    from accvit_med.models.acc_vit import _window_attention
+
+    q, k, v = (torch.randn(6, 4, 49, 16, dtype=torch.float64) for _ in range(3))
+    bias = torch.randn(4, 49, 49, dtype=torch.float64)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    torch.testing.assert_close(_window_attention(q, k, v, bias), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["_forward_fast", "_forward_per_branch"])
 @pytest.mark.parametrize("rates", [(1, 2, 4, 8), (1, 2), (1,)])
-def test_fast_path_equals_reference_path_with_gradients(rates):
-    # float64: the two paths sum in different orders; in float32 that alone moves large gradients.
+def test_fast_path_equals_reference_path_with_gradients(rates, path):
+    # Both optimised paths against the paper's per-branch einops rearranges: _forward_fast (all
+    # branches in one attention call; what CUDA runs) and _forward_per_branch (what the CPU runs).
+    # float64: the paths sum in different orders; in float32 that alone moves large gradients.
     layer = _attention_layer(rates=rates).double()
     tokens = torch.randn(2, 56, 56, 32, requires_grad=True, dtype=torch.float64)
     results = []
     for reference in (False, True):
-        set_reference_attention(layer, reference)
         layer.zero_grad()
         tokens.grad = None
-        out = layer(tokens)
+        out = layer._forward_reference(tokens) if reference else getattr(layer, path)(tokens)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads = [p.grad.clone() for p in layer.parameters()]
         results.append((out.detach(), tokens.grad.clone(), grads))
@@ -206,3 +227,29 @@ def test_training_works_after_inference_mode_on_the_same_model():
     out = layer(tokens.requires_grad_())
     out.sum().backward()
     assert tokens.grad is not None and torch.isfinite(tokens.grad).all()
+
+
+def test_channels_last_batchnorm_matches_torch_batchnorm_in_training():
+    # acc_vit.BatchNorm normalises channels-last CPU maps as a (pixels, channels) matrix.
+    from accvit_med.models.acc_vit import BatchNorm
+
+    torch.manual_seed(0)
+    ours, theirs = BatchNorm(16).double(), nn.BatchNorm2d(16, eps=1e-3, momentum=0.01).double()
+    for module in (ours, theirs):
+        nn.init.normal_(module.weight)
+        nn.init.normal_(module.bias)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 16, 7, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    upstream = torch.randn(4, 16, 7, 7, dtype=torch.float64)
+    results = []
+    for module in (ours, theirs):
+        out = module(x)
+        results.append((out, *torch.autograd.grad(out, (x, module.weight, module.bias), upstream)))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+    for key, value in theirs.state_dict().items():  # running statistics updated alike
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=1e-12, atol=0)
+    ours.eval(), theirs.eval()
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
