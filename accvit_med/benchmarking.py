@@ -1,8 +1,9 @@
 """What ``accvit-med benchmark`` and the scripts in benchmarks/ measure: throughput and peak memory.
 
 Throughput comes from :func:`accvit_med.models.benchmark.measure_throughput` (models interleaved
-round by round after warm-up, median step time). This module adds what that lacks: the device
-choice, bf16 autocast on CUDA, ``torch.compile`` and the peak memory of a training step.
+round by round after warm-up, median step time). This module adds the device choice, the
+device settings fine-tuning uses (bf16 autocast and cuDNN autotuning on CUDA) and the peak memory of
+a training step.
 
 Peak memory is measured in a fresh process per configuration, so that one model's allocations
 (and the CPU's ever-growing peak RSS) cannot leak into another's figure. It is the memory a
@@ -85,19 +86,19 @@ def precision_context(device: torch.device) -> contextlib.AbstractContextManager
 
 
 @contextlib.contextmanager
-def _compiled_models() -> Iterator[None]:
-    # measure_throughput builds its models itself and has no hook for compiling them, so its
-    # create_model is swapped for one that returns torch.compile'd models while it runs.
-    original = throughput.create_model
-
-    def compiled(*args, **kwargs) -> nn.Module:
-        return torch.compile(original(*args, **kwargs))
-
-    throughput.create_model = compiled
-    try:
+def device_settings(device: torch.device) -> Iterator[None]:
+    """What fine-tuning uses on the device: bf16 autocast and cuDNN's autotuner on CUDA, as
+    ``accvit-med finetune`` sets them (restored afterwards); plain fp32 on the CPU."""
+    if device.type != "cuda":
         yield
+        return
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with precision_context(device):
+            yield
     finally:
-        throughput.create_model = original
+        torch.backends.cudnn.benchmark = saved
 
 
 def measure_models(
@@ -112,10 +113,10 @@ def measure_models(
     on_round: Optional[Callable[[int], None]] = None,
 ) -> list[BenchmarkRow]:
     """Train/inference images/s (interleaved, one process) and each model's peak training memory."""
-    with precision_context(device), (_compiled_models() if compile else contextlib.nullcontext()):
+    with device_settings(device):
         speeds = throughput.measure_throughput(
             names, batch_size=batch_size, image_size=image_size, warmup=warmup, rounds=iters,
-            num_classes=NUM_CLASSES, device=device, on_round=on_round,
+            num_classes=NUM_CLASSES, device=device, on_round=on_round, compile=compile,
         )
     return [
         BenchmarkRow(s.name, s.train_images_per_s, s.infer_images_per_s,
@@ -123,6 +124,26 @@ def measure_models(
                                           compile=compile))
         for s in speeds
     ]
+
+
+def results_table(rows: list[BenchmarkRow], reference: str, device: torch.device, precision: str,
+                  batch_size: int, image_size: int):
+    """A rich Table of ``rows`` with each model's images/s relative to ``reference``."""
+    from rich.table import Table
+
+    base = next(r for r in rows if r.name == reference)
+    table = Table(title=f"throughput and memory ({device}, {precision}, batch {batch_size}, {image_size}px)",
+                  caption=f"x {reference} = images/s relative to {reference}, measured in this run")
+    for column in ("model", "train img/s", f"train x {reference}", "infer img/s", f"infer x {reference}",
+                   "peak train memory (MiB)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in rows:
+        table.add_row(
+            r.name, f"{r.train_images_per_s:.2f}", f"{r.train_images_per_s / base.train_images_per_s:.2f}",
+            f"{r.infer_images_per_s:.2f}", f"{r.infer_images_per_s / base.infer_images_per_s:.2f}",
+            f"{r.peak_train_memory_bytes / 2**20:.0f}",
+        )
+    return table
 
 
 def peak_training_memory(
@@ -173,12 +194,12 @@ def _peak_training_memory_here(name: str, batch_size: int, image_size: int, devi
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
     labels = torch.randint(0, NUM_CLASSES, (batch_size,), device=device)
-    for _ in range(2):
-        optimizer.zero_grad(set_to_none=True)
-        with precision_context(device):
+    with device_settings(device):
+        for _ in range(2):
+            optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(step_model(images), labels)
-        loss.backward()
-        optimizer.step()
+            loss.backward()
+            optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before

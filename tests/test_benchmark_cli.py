@@ -49,3 +49,31 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert result.exit_code == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compile_wraps_the_train_and_the_inference_model(monkeypatch):
+    import torch
+
+    from accvit_med.models.benchmark import measure_throughput
+
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module.training)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    (row,) = measure_throughput(["convnext_tiny"], batch_size=1, warmup=0, rounds=1, compile=True)
+    assert sorted(compiled) == [False, True]  # one model in train mode, one in eval mode
+    assert row.train_images_per_s > 0 and row.infer_images_per_s > 0
+
+
+def test_cpu_allocator_tuning_and_its_opt_out(monkeypatch):
+    import platform
+
+    from accvit_med.env import tune_cpu_allocator
+
+    monkeypatch.setenv("ACCVIT_MED_SYSTEM_MALLOC", "1")
+    assert tune_cpu_allocator() is False
+    monkeypatch.delenv("ACCVIT_MED_SYSTEM_MALLOC")
+    assert tune_cpu_allocator() is (platform.libc_ver()[0] == "glibc")

@@ -87,6 +87,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
     # Keep thread pools from oversubscribing small machines when users set nothing.
     os.environ.setdefault("KMP_WARNINGS", "0")
+    from accvit_med.env import tune_cpu_allocator
+
+    tune_cpu_allocator()  # CPU training steps allocate many large tensors (see its docstring)
     app(args=argv, prog_name=PROG)
 
 

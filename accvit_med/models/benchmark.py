@@ -61,8 +61,14 @@ def measure_throughput(
     num_classes: int = 10,
     device: str | torch.device = "cpu",
     on_round: Callable[[int], None] | None = None,
+    compile: bool = False,
 ) -> list[Throughput]:
-    """Train and inference images/s of each model in ``names`` (see the module docstring)."""
+    """Train and inference images/s of each model in ``names`` (see the module docstring).
+
+    ``compile`` wraps every model in ``torch.compile``; compilation happens in the warm-up rounds,
+    so give it at least one.
+    """
+    wrap = torch.compile if compile else (lambda module: module)
     device = torch.device(device)
     torch.manual_seed(0)
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
@@ -71,9 +77,9 @@ def measure_throughput(
     for name in names:
         train_model = create_model(name, num_classes=num_classes, image_size=image_size).to(device).train()
         optimizer = torch.optim.AdamW(train_model.parameters(), lr=1e-4)
-        train_steps[name] = _train_step(train_model, optimizer, images, labels)
+        train_steps[name] = _train_step(wrap(train_model), optimizer, images, labels)
         infer_model = create_model(name, num_classes=num_classes, image_size=image_size).to(device).eval()
-        infer_steps[name] = _infer_step(infer_model, images)
+        infer_steps[name] = _infer_step(wrap(infer_model), images)
     times: dict[tuple[str, str], list[float]] = {(n, kind): [] for n in names for kind in ("train", "infer")}
     for round_index in range(warmup + rounds):
         for name in names:

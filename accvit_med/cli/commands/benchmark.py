@@ -29,10 +29,9 @@ def benchmark(
     """
     import torch
     from rich.console import Console
-    from rich.table import Table
 
     from accvit_med.benchmarking import (
-        benchmark_device, check_image_size, measure_models, parse_models, reference_model,
+        benchmark_device, check_image_size, measure_models, parse_models, reference_model, results_table,
     )
 
     names = parse_models(models)
@@ -47,17 +46,4 @@ def benchmark(
         names, batch_size=batch_size, image_size=image_size, warmup=warmup, iters=iters, device=target,
         compile=compile, on_round=lambda i: err.print(f"  round {i + 1}/{total} done"),
     )
-    reference = reference_model(names)
-    base = next(r for r in rows if r.name == reference)
-    table = Table(title=f"throughput and memory ({target}, {precision}, batch {batch_size}, {image_size}px)",
-                  caption=f"x {reference} = images/s relative to {reference}, measured in this run")
-    for column in ("model", "train img/s", f"train x {reference}", "infer img/s", f"infer x {reference}",
-                   "peak train memory (MiB)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for r in rows:
-        table.add_row(
-            r.name, f"{r.train_images_per_s:.2f}", f"{r.train_images_per_s / base.train_images_per_s:.2f}",
-            f"{r.infer_images_per_s:.2f}", f"{r.infer_images_per_s / base.infer_images_per_s:.2f}",
-            f"{r.peak_train_memory_bytes / 2**20:.0f}",
-        )
-    Console(width=120).print(table)
+    Console(width=120).print(results_table(rows, reference_model(names), target, precision, batch_size, image_size))
