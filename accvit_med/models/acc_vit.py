@@ -227,6 +227,7 @@ class AtrousInvertedResidual(nn.Module):
         )
         self.gate_pool = nn.AvgPool2d(3, stride=stride, padding=1) if stride == 2 else nn.Identity()
         self.gate = nn.Conv2d(mid_channels, len(CONV_DILATIONS), 1)
+        self.use_reference = False  # pool, then gate: the order the paper's graph (and its FLOPs) has
         self.project = nn.Conv2d(mid_channels, out_channels, 1)
         self.drop_path = StochasticDepth(drop_path, mode="row")
 
@@ -237,8 +238,8 @@ class AtrousInvertedResidual(nn.Module):
         otherwise scale it at the border); pooling the few gate channels instead of the
         expanded map saves a pass over the largest tensor of the layer.
         """
-        if isinstance(self.gate_pool, nn.Identity):
-            return self.gate(expanded)
+        if self.use_reference or isinstance(self.gate_pool, nn.Identity):
+            return self.gate(self.gate_pool(expanded))
         logits = self.gate_pool(F.conv2d(expanded, self.gate.weight))
         return logits + self.gate.bias[:, None, None]
 
@@ -250,7 +251,8 @@ class AtrousInvertedResidual(nn.Module):
         weights = torch.softmax(self.gate_logits(expanded), dim=1)
         fused = weights[:, 0:1] * self.branches[0](expanded)
         for index in range(1, len(self.branches)):
-            fused = fused + weights[:, index : index + 1] * self.branches[index](expanded)
+            # addcmul: the product and the running sum in one pass over the expanded map
+            fused = torch.addcmul(fused, weights[:, index : index + 1], self.branches[index](expanded))
         projected = self.project(fused)
         if branch_layout:
             projected = projected.contiguous(memory_format=torch.channels_last)
@@ -597,9 +599,10 @@ class ACCViT(nn.Module):
 
 
 def set_reference_attention(model: nn.Module, enabled: bool = True) -> None:
-    """Switch every atrous attention layer to the per-branch einops path (or back to the fast one)."""
+    """Switch every atrous attention layer to the per-branch einops path (or back to the fast one),
+    and every downsampling convolution gate to pooling before its 1x1 convolution."""
     for module in model.modules():
-        if isinstance(module, AtrousAttention):
+        if isinstance(module, (AtrousAttention, AtrousInvertedResidual)):
             module.use_reference = enabled
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from accvit_med.models.acc_vit import AtrousAttention
+from accvit_med.models.acc_vit import AtrousAttention, AtrousInvertedResidual
 
 aten = torch.ops.aten
 
@@ -115,7 +115,7 @@ def count_flops(model: nn.Module, image_size: int = 224, *, reference_attention:
 
     The model is left as it was: mode, attention path and BatchNorm running statistics are restored.
     """
-    attention = [m for m in model.modules() if isinstance(m, AtrousAttention)]
+    attention = [m for m in model.modules() if isinstance(m, (AtrousAttention, AtrousInvertedResidual))]
     previous_paths = [m.use_reference for m in attention]
     was_training = model.training
     buffers = {name: b.clone() for name, b in model.named_buffers()}
