@@ -18,6 +18,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from accvit_med.benchmarking import NUM_CLASSES, device_settings
+from accvit_med.env import tune_cpu_allocator
 from accvit_med.models.registry import create_model
 
 
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--rows", type=int, default=30)
     args = parser.parse_args()
+    tune_cpu_allocator()  # as the accvit-med entry point does
     device = torch.device(args.device)
     for name in args.models:
         print(f"== {name}: {args.steps} training steps, batch {args.batch_size}, {args.image_size}px, {device}")

@@ -24,7 +24,7 @@ def benchmark(
     training memory of each model, and each model's ratio to maxvit_t (else the first model).
 
     The models run in one process, interleaved round by round after warm-up, so machine load hits
-    all alike: compare ratios within one run. fp32 on CPU, bf16 autocast on CUDA. Peak memory is
+    all alike: compare ratios within one run. fp32 on CPU; bf16 autocast and cuDNN autotuning on CUDA. Peak memory is
     measured per model in a fresh process: CUDA max_memory_allocated, on CPU the peak RSS increase.
     """
     import torch
@@ -34,13 +34,16 @@ def benchmark(
         benchmark_device, check_image_size, measure_models, parse_models, reference_model, results_table,
     )
 
+    from accvit_med.env import tune_cpu_allocator
+
     names = parse_models(models)
     check_image_size(names, image_size)
     target = benchmark_device(device)
     precision = "bf16 autocast" if target.type == "cuda" else "fp32"
     err = Console(stderr=True)
     total = warmup + iters
-    err.print(f"{target}, {precision}, {torch.get_num_threads()} threads, batch {batch_size}, {image_size}px, "
+    allocator = "glibc malloc tuned" if tune_cpu_allocator() else "system malloc"  # as the entry point does
+    err.print(f"{target}, {precision}, {torch.get_num_threads()} threads, {allocator}, batch {batch_size}, {image_size}px, "
               f"{warmup} warm-up + {iters} timed rounds{', compiled' if compile else ''}")
     rows = measure_models(
         names, batch_size=batch_size, image_size=image_size, warmup=warmup, iters=iters, device=target,
