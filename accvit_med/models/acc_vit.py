@@ -10,14 +10,19 @@ which choice it makes. Where the counts cannot decide (e.g. where the extra Laye
 module says so and why it picked what it did. There are no public weights, so nothing here has to
 match a foreign state dict.
 
-Speed: every branch of an attention layer goes through ONE ``scaled_dot_product_attention`` call.
-Dilation only permutes pixels, so at a given stage every branch has the same number of 7x7 windows
-per image; the branches are stacked along the head axis. A per-branch reference path that applies
-the paper's einops rearranges literally is kept (``set_reference_attention``): tests compare the
-two, and FLOPs are counted on it because it is the computation graph the paper describes.
-On CPU the convolution side avoids two slow oneDNN cases with exact rewrites: dilated depthwise
-convolutions train as undilated ones on interleaved sub-grids (:class:`DilatedDepthwiseConv`), and
-the squeeze-and-excitation 1x1 convolutions on pooled vectors run as matrix products.
+Speed (README, Benchmarks, has the measurements). On CUDA every branch of an attention layer goes
+through ONE ``scaled_dot_product_attention`` call: dilation only permutes pixels, so at a given
+stage every branch has the same number of 7x7 windows per image, and the branches are stacked along
+the head axis. On the CPU, where there are no kernel launches to save, the branches run one by one,
+each moved into its windows by one view and copy. A per-branch reference path that applies the
+paper's einops rearranges literally is kept (``set_reference_attention``): tests compare all three,
+and FLOPs are counted on it because it is the computation graph the paper describes.
+The convolution side has exact rewrites too: on the CPU, dilated depthwise convolutions train as
+undilated ones on interleaved sub-grids (stride 1) or with their taps spread over a larger kernel
+(stride 2) (:class:`DilatedDepthwiseConv`), BatchNorm treats channels-last maps as matrices, and
+the squeeze-and-excitation 1x1 convolutions on pooled vectors run as matrix products; on CUDA the
+depthwise branches run in NCHW (``CUDA_BRANCHES_CONTIGUOUS``); everywhere the downsampling gate
+pools after its 1x1 convolution.
 """
 
 from __future__ import annotations
@@ -83,7 +88,6 @@ class BatchNorm(nn.BatchNorm2d):
         b, c, h, w = x.shape
         rows = super().forward(x.permute(0, 2, 3, 1).reshape(b * h * w, c))
         return rows.view(b, h, w, c).permute(0, 3, 1, 2)
-
 
 
 @dataclass(frozen=True)

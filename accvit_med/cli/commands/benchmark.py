@@ -17,7 +17,10 @@ def benchmark(
     image_size: int = typer.Option(224, "--image-size", min=1, help="Input side (ACC-ViT, MaxViT: a multiple of 224)."),
     iters: int = typer.Option(5, "--iters", min=1, help="Timed rounds; the median step time is reported."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed rounds first."),
-    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile every model."),
+    compile: bool = typer.Option(
+        False, "--compile/--no-compile",
+        help="torch.compile every model (compiling takes minutes per model; over 15 on a 2-core CPU).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto (cuda, then cpu), cpu, cuda or cuda:N."),
 ) -> None:
     """Measure training images/s (forward, backward, AdamW step), inference images/s and peak
