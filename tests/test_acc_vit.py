@@ -253,3 +253,29 @@ def test_channels_last_batchnorm_matches_torch_batchnorm_in_training():
         torch.testing.assert_close(ours.state_dict()[key], value, rtol=1e-12, atol=0)
     ours.eval(), theirs.eval()
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride, in_channels", [(1, 16), (2, 8)])
+def test_eval_mode_folds_batchnorm_exactly(stride, in_channels):
+    # In eval mode the pre-norm and expansion BatchNorms fold into the 1x1 expansion and each
+    # branch's BatchNorm into its depthwise convolution; the result is the unfolded computation.
+    torch.manual_seed(0)
+    block = AtrousInvertedResidual(in_channels, 16, stride=stride, drop_path=0.0).double()
+    for module in block.modules():
+        if isinstance(module, nn.BatchNorm2d):  # statistics and affine far from the identity
+            nn.init.normal_(module.weight)
+            nn.init.normal_(module.bias)
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    block.eval()
+    x = torch.randn(2, in_channels, 28, 28, dtype=torch.float64, requires_grad=True)
+    expanded = block.expand(block.pre_norm(x))
+    weights = torch.softmax(block.gate(block.gate_pool(expanded)), dim=1)
+    fused = sum(weights[:, k : k + 1] * block.branches[k](expanded) for k in range(3))
+    expected = block.shortcut(x) + block.project(fused)
+    for grad_enabled in (True, False):  # with gradients (Grad-CAM) the CPU conv rewrites run too
+        with torch.set_grad_enabled(grad_enabled):
+            torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(block(x).sum(), x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-10)

@@ -160,14 +160,25 @@ class DilatedDepthwiseConv(nn.Conv2d):
                          groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convolve(x, self.weight)
+
+    def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """This convolution with another ``weight`` (and a ``bias``): a BatchNorm folded in."""
         d, stride = self.dilation[0], self.stride[0]
         if d == 1 or x.device.type != "cpu" or not torch.is_grad_enabled():
-            return super().forward(x)
+            return self._conv_forward(x, weight, bias)
         if stride == 2:
             # Sub-grids would compute every output pixel and drop three in four; the same taps
             # spread over an undilated (2d+1)x(2d+1) kernel keep oneDNN on its strided kernel.
-            return F.conv2d(x, _spread_kernel(self.weight, d), stride=2, padding=d, groups=self.groups)
-        return _subgrid_depthwise(x, self.weight, d)
+            return F.conv2d(x, _spread_kernel(weight, d), bias, stride=2, padding=d, groups=self.groups)
+        out = _subgrid_depthwise(x, weight, d)
+        return out if bias is None else out + bias[:, None, None]
+
+
+def _batchnorm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` with ``norm(x) == x * scale + shift`` per channel, in eval mode."""
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    return scale, norm.bias - norm.running_mean * scale
 
 
 def _spread_kernel(weight: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -247,16 +258,38 @@ class AtrousInvertedResidual(nn.Module):
         logits = self.gate_pool(F.conv2d(expanded, self.gate.weight))
         return logits + self.gate.bias[:, None, None]
 
+    def expanded(self, x: torch.Tensor) -> torch.Tensor:
+        """pre-norm -> 1x1 expansion -> BN -> GELU; in eval mode both BatchNorms are folded into the
+        1x1 convolution (exact: no padding to see the pre-norm's shift), two passes fewer."""
+        if self.training:
+            return self.expand(self.pre_norm(x))
+        conv, norm, activation = self.expand
+        in_scale, in_shift = _batchnorm_affine(self.pre_norm)
+        out_scale, out_shift = _batchnorm_affine(norm)
+        weight = conv.weight.flatten(1)
+        bias = weight @ in_shift if conv.bias is None else weight @ in_shift + conv.bias
+        weight = weight * in_scale * out_scale[:, None]
+        return activation(F.conv2d(x, weight[:, :, None, None], bias * out_scale + out_shift))
+
+    def branch(self, index: int, expanded: torch.Tensor) -> torch.Tensor:
+        """Depthwise conv -> BN -> GELU -> squeeze-and-excitation of one branch; in eval mode the
+        BatchNorm is folded into the convolution."""
+        if self.training:
+            return self.branches[index](expanded)
+        (conv, norm, activation), excitation = self.branches[index]
+        scale, shift = _batchnorm_affine(norm)
+        return excitation(activation(conv.convolve(expanded, conv.weight * scale[:, None, None, None], shift)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expanded = self.expand(self.pre_norm(x))
+        expanded = self.expanded(x)
         branch_layout = expanded.is_cuda and CUDA_BRANCHES_CONTIGUOUS
         if branch_layout:
             expanded = expanded.contiguous()  # see CUDA_BRANCHES_CONTIGUOUS
         weights = torch.softmax(self.gate_logits(expanded), dim=1)
-        fused = weights[:, 0:1] * self.branches[0](expanded)
+        fused = weights[:, 0:1] * self.branch(0, expanded)
         for index in range(1, len(self.branches)):
             # addcmul: the product and the running sum in one pass over the expanded map
-            fused = torch.addcmul(fused, weights[:, index : index + 1], self.branches[index](expanded))
+            fused = torch.addcmul(fused, weights[:, index : index + 1], self.branch(index, expanded))
         projected = self.project(fused)
         if branch_layout:
             projected = projected.contiguous(memory_format=torch.channels_last)
