@@ -279,3 +279,29 @@ def test_eval_mode_folds_batchnorm_exactly(stride, in_channels):
     (grad,) = torch.autograd.grad(block(x).sum(), x)
     (expected_grad,) = torch.autograd.grad(expected.sum(), x)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("first", [True, False])
+def test_gated_excitation_gradients(channels_last, first):
+    # The hand-written backward of one branch's gated share, against finite differences, in both
+    # layouts (CPU maps are channels-last, CUDA branches NCHW) and with a strided gate slice.
+    from accvit_med.models.acc_vit import _GatedExcitation
+
+    torch.manual_seed(0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    activation = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    excitation = torch.rand(2, 6, dtype=torch.float64, requires_grad=True)
+    gates = torch.softmax(torch.randn(2, 3, 5, 7, dtype=torch.float64), dim=1)
+    gates = gates.contiguous(memory_format=layout).requires_grad_()
+    fused = None if first else torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+
+    def share(*inputs):
+        if first:
+            return _GatedExcitation.apply(None, inputs[0], inputs[1], inputs[2][:, 1:2])
+        return _GatedExcitation.apply(inputs[0], inputs[1], inputs[2], inputs[3][:, 1:2])
+
+    inputs = (activation, excitation, gates) if first else (fused, activation, excitation, gates)
+    expected = activation * excitation[:, :, None, None] * gates[:, 1:2] + (0 if first else fused)
+    torch.testing.assert_close(share(*inputs), expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(share, inputs)

@@ -138,10 +138,48 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale(x)[:, :, None, None]
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``(B, C)`` channel weights that ``forward`` multiplies ``x`` by."""
         pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
         hidden = F.silu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
-        scale = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
-        return x * scale[:, :, None, None]
+        return torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
+
+
+def _pixels_by_channels(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, H*W, C)``, a view when ``x`` is channels-last (a copy otherwise)."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+class _GatedExcitation(torch.autograd.Function):
+    """``fused + gate * (activation * excitation)``: one branch's share of the gated sum.
+
+    ``activation`` is ``(B, C, H, W)``, ``excitation`` the branch's ``(B, C)`` squeeze-and-excitation
+    scale, ``gate`` its ``(B, 1, H, W)`` gate weight; ``fused`` the sum so far (None for the first
+    branch). Autograd would save the excited map as well as the activation and make two passes
+    over full-size tensors per product; here only the activation is kept, and the two small
+    gradients come from one product ``grad * activation`` reduced by two batched matmuls.
+    """
+
+    @staticmethod
+    def forward(ctx, fused, activation, excitation, gate):
+        ctx.save_for_backward(activation, excitation, gate)
+        ctx.first = fused is None
+        excited = activation * excitation[:, :, None, None]
+        return excited.mul_(gate) if fused is None else torch.addcmul(fused, excited, gate)
+
+    @staticmethod
+    def backward(ctx, grad):
+        activation, excitation, gate = ctx.saved_tensors
+        b, c = excitation.shape
+        dtype = torch.promote_types(grad.dtype, activation.dtype)
+        products = _pixels_by_channels(grad.to(dtype) * activation)  # (B, HW, C)
+        gate_rows = gate.to(dtype).reshape(b, 1, -1)  # (B, 1, HW)
+        grad_excitation = torch.bmm(gate_rows, products).view(b, c)
+        grad_gate = torch.bmm(products, excitation.to(dtype).view(b, c, 1)).view_as(gate)
+        grad_activation = (grad * gate).mul_(excitation[:, :, None, None])
+        return (None if ctx.first else grad), grad_activation, grad_excitation, grad_gate
 
 
 class DilatedDepthwiseConv(nn.Conv2d):
@@ -271,14 +309,16 @@ class AtrousInvertedResidual(nn.Module):
         weight = weight * in_scale * out_scale[:, None]
         return activation(F.conv2d(x, weight[:, :, None, None], bias * out_scale + out_shift))
 
-    def branch(self, index: int, expanded: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv -> BN -> GELU -> squeeze-and-excitation of one branch; in eval mode the
-        BatchNorm is folded into the convolution."""
-        if self.training:
-            return self.branches[index](expanded)
+    def branch(self, index: int, expanded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One branch's activation (depthwise conv -> BN -> GELU) and its ``(B, C)`` squeeze-and-
+        excitation scale; in eval mode the BatchNorm is folded into the convolution."""
         (conv, norm, activation), excitation = self.branches[index]
-        scale, shift = _batchnorm_affine(norm)
-        return excitation(activation(conv.convolve(expanded, conv.weight * scale[:, None, None, None], shift)))
+        if self.training:
+            activated = self.branches[index][0](expanded)
+        else:
+            scale, shift = _batchnorm_affine(norm)
+            activated = activation(conv.convolve(expanded, conv.weight * scale[:, None, None, None], shift))
+        return activated, excitation.scale(activated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expanded = self.expanded(x)
@@ -286,10 +326,9 @@ class AtrousInvertedResidual(nn.Module):
         if branch_layout:
             expanded = expanded.contiguous()  # see CUDA_BRANCHES_CONTIGUOUS
         weights = torch.softmax(self.gate_logits(expanded), dim=1)
-        fused = weights[:, 0:1] * self.branch(0, expanded)
-        for index in range(1, len(self.branches)):
-            # addcmul: the product and the running sum in one pass over the expanded map
-            fused = torch.addcmul(fused, weights[:, index : index + 1], self.branch(index, expanded))
+        fused = None
+        for index in range(len(self.branches)):
+            fused = _GatedExcitation.apply(fused, *self.branch(index, expanded), weights[:, index : index + 1])
         projected = self.project(fused)
         if branch_layout:
             projected = projected.contiguous(memory_format=torch.channels_last)
