@@ -174,10 +174,16 @@ class _GatedExcitation(torch.autograd.Function):
         activation, excitation, gate = ctx.saved_tensors
         b, c = excitation.shape
         dtype = torch.promote_types(grad.dtype, activation.dtype)
-        products = _pixels_by_channels(grad.to(dtype) * activation)  # (B, HW, C)
-        gate_rows = gate.to(dtype).reshape(b, 1, -1)  # (B, 1, HW)
-        grad_excitation = torch.bmm(gate_rows, products).view(b, c)
-        grad_gate = torch.bmm(products, excitation.to(dtype).view(b, c, 1)).view_as(gate)
+        products = grad.to(dtype) * activation
+        gate_values, excitation_values = gate.to(dtype), excitation.to(dtype)
+        if products.is_contiguous():  # NCHW (the CUDA branches): (B, C, HW) is a view
+            columns = products.view(b, c, -1)
+            grad_excitation = torch.bmm(columns, gate_values.reshape(b, -1, 1)).view(b, c)
+            grad_gate = torch.bmm(excitation_values.view(b, 1, c), columns).view(gate.shape)
+        else:  # channels-last (the CPU): (B, HW, C) is a view
+            rows = _pixels_by_channels(products)
+            grad_excitation = torch.bmm(gate_values.reshape(b, 1, -1), rows).view(b, c)
+            grad_gate = torch.bmm(rows, excitation_values.view(b, c, 1)).view(gate.shape)
         grad_activation = (grad * gate).mul_(excitation[:, :, None, None])
         return (None if ctx.first else grad), grad_activation, grad_excitation, grad_gate
 
