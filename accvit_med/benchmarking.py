@@ -85,6 +85,11 @@ def precision_context(device: torch.device) -> contextlib.AbstractContextManager
     return contextlib.nullcontext()
 
 
+def precision_label(device: torch.device) -> str:
+    """How :func:`precision_context` runs models on ``device``, for table headers."""
+    return "bf16 autocast" if device.type == "cuda" else "fp32"
+
+
 @contextlib.contextmanager
 def device_settings(device: torch.device) -> Iterator[None]:
     """What fine-tuning uses on the device: bf16 autocast and cuDNN's autotuner on CUDA, as

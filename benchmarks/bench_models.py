@@ -24,6 +24,7 @@ from accvit_med.benchmarking import (
     check_image_size,
     measure_models,
     parse_models,
+    precision_label,
     reference_model,
     results_table,
 )
@@ -47,7 +48,7 @@ def main() -> None:
     names = parse_models(args.models)
     check_image_size(names, args.image_size)
     device = benchmark_device(args.device)
-    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+    precision = precision_label(device)
     print(f"{device}, {precision}, {torch.get_num_threads()} threads, {allocator}, batch {args.batch_size}, "
           f"{args.image_size}px, {args.warmup} warm-up + {args.iters} timed rounds"
           f"{', compiled' if args.compile else ''}; torch {environment_summary()['torch']}", flush=True)

@@ -320,7 +320,7 @@ class AtrousInvertedResidual(nn.Module):
         excitation scale; in eval mode the BatchNorm is folded into the convolution."""
         (conv, norm, activation), excitation = self.branches[index]
         if self.training:
-            activated = self.branches[index][0](expanded)
+            activated = activation(norm(conv(expanded)))
         else:
             scale, shift = _batchnorm_affine(norm)
             activated = activation(conv.convolve(expanded, conv.weight * scale[:, None, None, None], shift))
@@ -355,6 +355,11 @@ class AttentionBranch(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * WINDOW - 1) ** 2, self.heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(WINDOW), persistent=False)
+
+    def folded_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """qkv weight and bias with this branch's LayerNorm affine folded in, for inputs that are
+        already normalised without affine (the statistics are the same for every branch)."""
+        return self.qkv.weight * self.norm.weight, self.qkv.weight @ self.norm.bias + self.qkv.bias
 
     def relative_bias(self) -> torch.Tensor:
         """``(heads, 49, 49)`` additive attention bias."""
@@ -510,24 +515,18 @@ class AtrousAttention(nn.Module):
         On the CPU there is no kernel launch to save by stacking branches, while the gather of the
         stacked q, k, v (three times the channels of the tokens) costs more than moving the
         normalised tokens into each branch's windows. Shared with the fast path: one LayerNorm
-        for all branches, with each branch's affine and the attention scale folded into its qkv.
+        for all branches, with each branch's affine folded into its qkv.
         """
         b, height, width, channels = tokens.shape
         heads, head_dim, length = self.heads, self.head_dim, WINDOW * WINDOW
         normed = F.layer_norm(tokens, (channels,), eps=self.branches[0].norm.eps)
         weights = None if self.gate is None else torch.softmax(self.gate(tokens), dim=-1)
-        scale = torch.ones(3 * channels, dtype=tokens.dtype, device=tokens.device)
-        scale[:channels] = head_dim**-0.5
         fused = None
         for index, (rate, branch) in enumerate(zip(self.rates, self.branches)):
             windows = _atrous_windows(normed, rate)  # (B * rate^2 * windows, 49, C)
-            qkv_weight = branch.qkv.weight * branch.norm.weight * scale[:, None]
-            qkv_bias = (branch.qkv.weight @ branch.norm.bias + branch.qkv.bias) * scale
-            qkv = F.linear(windows, qkv_weight, qkv_bias).view(-1, length, 3, heads, head_dim)
+            qkv = F.linear(windows, *branch.folded_qkv()).view(-1, length, 3, heads, head_dim)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (G, heads, 49, head_dim)
-            scores = torch.matmul(q, k.transpose(-2, -1))
-            scores += branch.relative_bias()
-            out = torch.matmul(scores.softmax(dim=-1), v).transpose(1, 2).reshape(-1, length, channels)
+            out = _window_attention(q, k, v, branch.relative_bias()).transpose(1, 2).reshape(-1, length, channels)
             out = _atrous_pixels(F.linear(out, branch.proj.weight, branch.proj.bias), b, height, width, rate)
             if weights is None:
                 fused = out
@@ -548,11 +547,9 @@ class AtrousAttention(nn.Module):
         # Every branch's LayerNorm sees the same pixels, so the statistics are shared: normalise once
         # and fold each branch's affine (gamma, beta) into its qkv weights. Then ONE matmul gives the
         # q, k, v of every branch at every pixel.
-        norm0 = self.branches[0].norm
-        normed = F.layer_norm(flat, (channels,), eps=norm0.eps)
-        qkv_weight = torch.cat([br.qkv.weight * br.norm.weight for br in self.branches])
-        qkv_bias = torch.cat([br.qkv.weight @ br.norm.bias + br.qkv.bias for br in self.branches])
-        qkv = F.linear(normed, qkv_weight, qkv_bias)  # (B, pixels, n*3C)
+        normed = F.layer_norm(flat, (channels,), eps=self.branches[0].norm.eps)
+        qkv_weights, qkv_biases = zip(*(br.folded_qkv() for br in self.branches))
+        qkv = F.linear(normed, torch.cat(qkv_weights), torch.cat(qkv_biases))  # (B, pixels, n*3C)
 
         # Gather into (window, branch, token) order; branches stack along the head axis.
         qkv = _PermuteRows.apply(qkv.view(b, pixels * n, 3 * channels), gather, scatter)

@@ -34,7 +34,8 @@ def benchmark(
     from rich.console import Console
 
     from accvit_med.benchmarking import (
-        benchmark_device, check_image_size, measure_models, parse_models, reference_model, results_table,
+        benchmark_device, check_image_size, measure_models, parse_models, precision_label, reference_model,
+        results_table,
     )
 
     from accvit_med.env import tune_cpu_allocator
@@ -42,7 +43,7 @@ def benchmark(
     names = parse_models(models)
     check_image_size(names, image_size)
     target = benchmark_device(device)
-    precision = "bf16 autocast" if target.type == "cuda" else "fp32"
+    precision = precision_label(target)
     err = Console(stderr=True)
     total = warmup + iters
     allocator = "glibc malloc tuned" if tune_cpu_allocator() else "system malloc"  # as the entry point does
