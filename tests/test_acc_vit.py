@@ -201,13 +201,13 @@ def test_448_input_runs_and_other_sizes_are_refused():
 @pytest.mark.parametrize("dilation", [2, 3, 4])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [56, 14, 7, 9])
-def test_subgrid_depthwise_conv_equals_dilated_conv_with_gradients(dilation, stride, size):
+def test_dilated_depthwise_conv_training_paths_equal_dilated_conv_with_gradients(dilation, stride, size):
     from accvit_med.models.acc_vit import DilatedDepthwiseConv
 
     conv = DilatedDepthwiseConv(4, dilation, stride).double()
     x = torch.randn(2, 4, size, size + 1, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
-    out = conv(x)  # grad enabled: the sub-grid / even-pixel / spread-kernel paths
+    out = conv(x)  # grad enabled: the custom-backward / even-pixel / spread-kernel paths
     reference = torch.nn.functional.conv2d(x, conv.weight, stride=stride, padding=dilation, dilation=dilation, groups=4)
     torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
     upstream = torch.randn_like(reference)

@@ -36,7 +36,8 @@ def _fvcore_total(model: torch.nn.Module) -> float:
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     # Traced without autograd, like count_flops: with gradients on, ACC-ViT trains its dilated
-    # depthwise convolutions through an equivalent sub-grid form that is not the paper's graph.
+    # depthwise convolutions through equivalent forms (custom backward, spread kernels) that are
+    # not the paper's graph.
     with torch.no_grad():
         return analysis.total()
 

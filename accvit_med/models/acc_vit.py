@@ -17,10 +17,11 @@ the head axis. On the CPU, where there are no kernel launches to save, the branc
 each moved into its windows by one view and copy. A per-branch reference path that applies the
 paper's einops rearranges literally is kept (``set_reference_attention``): tests compare all three,
 and FLOPs are counted on it because it is the computation graph the paper describes.
-The convolution side has exact rewrites too: on the CPU, dilated depthwise convolutions train as
-undilated ones on interleaved sub-grids (stride 1) or with their taps spread over a larger kernel
-(stride 2) (:class:`DilatedDepthwiseConv`), BatchNorm treats channels-last maps as matrices, and
-the squeeze-and-excitation 1x1 convolutions on pooled vectors run as matrix products; on CUDA the
+The convolution side has exact rewrites too: on the CPU, dilated depthwise convolutions train with
+a hand-written backward on fast kernels (stride 1), on the even pixels (even dilation, stride 2) or
+with their taps spread over a larger kernel (odd dilation, stride 2) (:class:`DilatedDepthwiseConv`),
+BatchNorm treats channels-last maps as matrices, and the squeeze-and-excitation 1x1 convolutions
+on pooled vectors run as matrix products; on CUDA the
 depthwise branches run in NCHW (``CUDA_BRANCHES_CONTIGUOUS``); everywhere the downsampling gate
 pools after its 1x1 convolution.
 """
@@ -194,9 +195,8 @@ class DilatedDepthwiseConv(nn.Conv2d):
     Same parameters and results as ``nn.Conv2d``; only the way the gradient is computed differs.
     On CPU, oneDNN runs dilated depthwise convolutions fast forward but falls back to a slow kernel
     for their backward pass (3-60x slower than undilated, worst with stride 2). When gradients are
-    needed, the convolution is therefore rewritten as an UNDILATED one on the d*d interleaved
-    sub-grids of the map (``x[..., i::d, j::d]``, stacked along the batch): taps d apart in the map
-    are neighbours in a sub-grid, so this is exact, and both directions stay on the fast kernels.
+    needed, the convolution is therefore rewritten, exactly, onto fast kernels: with stride 1 by
+    ``_DilatedDepthwise``'s own backward, with stride 2 as described in ``convolve``.
     """
 
     def __init__(self, channels: int, dilation: int, stride: int) -> None:
@@ -220,7 +220,7 @@ class DilatedDepthwiseConv(nn.Conv2d):
             # convolution with dilation d/2 on that quarter of the map (d=2: 130 -> 27 ms fwd+bwd at
             # 256 channels, 112x112, measured).
             x, d = _even_pixels(x), d // 2
-        out = _subgrid_depthwise(x, weight, d) if d > 1 else F.conv2d(x, weight, padding=1, groups=self.groups)
+        out = _DilatedDepthwise.apply(x, weight, d) if d > 1 else F.conv2d(x, weight, padding=1, groups=self.groups)
         return out if bias is None else out + bias[:, None, None]
 
 
@@ -251,8 +251,9 @@ def _even_pixels(x: torch.Tensor) -> torch.Tensor:
     return t.contiguous().permute(0, 3, 1, 2)
 
 
-def _subgrid_depthwise(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
-    """Stride-1 depthwise 3x3 convolution with ``dilation`` (padding = dilation) via sub-grids."""
+def _subgrids(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B*d*d, C, ceil(H/d), ceil(W/d))``: the d*d interleaved sub-grids
+    ``x[..., i::d, j::d]`` stacked along the batch (zero-padded to equal sizes), channels-last."""
     b, c, h, w = x.shape
     d = dilation
     hp, wp = -(-h // d) * d, -(-w // d) * d
@@ -260,14 +261,39 @@ def _subgrid_depthwise(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> 
     if (hp, wp) != (h, w):
         # Zeros beyond the border are what the dilated convolution's own padding would read.
         t = F.pad(t, (0, 0, 0, wp - w, 0, hp - h))
-    t = t.reshape(b, hp // d, d, wp // d, d, c).permute(0, 2, 4, 1, 3, 5).reshape(b * d * d, hp // d, wp // d, c)
-    y = F.conv2d(t.permute(0, 3, 1, 2), weight, padding=1, groups=c).permute(0, 2, 3, 1)
-    y = y.reshape(b, d, d, hp // d, wp // d, c).permute(0, 3, 1, 4, 2, 5).reshape(b, hp, wp, c)
-    if (hp, wp) != (h, w):
-        # A copy of the cropped map: as a strided view it would send the BatchNorm and GELU that
-        # follow onto their slow non-contiguous kernels (BN 56 ms instead of 5 at stage 1, measured).
-        y = y[:, :h, :w].contiguous()
-    return y.permute(0, 3, 1, 2)
+    t = t.reshape(b, hp // d, d, wp // d, d, c).permute(0, 2, 4, 1, 3, 5)
+    return t.reshape(b * d * d, hp // d, wp // d, c).permute(0, 3, 1, 2)
+
+
+class _DilatedDepthwise(torch.autograd.Function):
+    """Stride-1 depthwise 3x3 convolution with dilation d (padding d), with a hand-written backward.
+
+    oneDNN's dilated depthwise kernels are fast forward and slow backward (bwd 16-25 ms vs fwd 4
+    at 256 channels, 56x56, batch 8). Both gradients are rewritten onto fast kernels, exactly:
+    the input's gradient is the forward dilated convolution of the output's gradient with the
+    flipped kernel; the weight's is an undilated weight gradient on the d*d sub-grids of the input
+    and of the output's gradient (taps d apart in the map are neighbours in a sub-grid).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        return F.conv2d(x, weight, padding=dilation, dilation=dilation, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        d, channels = ctx.dilation, x.shape[1]
+        grad_input = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_input = F.conv2d(grad, weight.flip(-1, -2), padding=d, dilation=d, groups=channels)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.ops.aten.convolution_backward(
+                _subgrids(grad, d), _subgrids(x, d), weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0],
+                channels, [False, True, False],
+            )[1]
+        return grad_input, grad_weight, None
 
 
 class AtrousInvertedResidual(nn.Module):
