@@ -198,7 +198,7 @@ def test_448_input_runs_and_other_sizes_are_refused():
         create_model("accvit_femto", image_size=256)
 
 
-@pytest.mark.parametrize("dilation", [2, 3, 4])
+@pytest.mark.parametrize("dilation", [2, 3, 4, 5])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [56, 14, 7, 9])
 def test_dilated_depthwise_conv_training_paths_equal_dilated_conv_with_gradients(dilation, stride, size):

@@ -18,8 +18,8 @@ each moved into its windows by one view and copy. A per-branch reference path th
 paper's einops rearranges literally is kept (``set_reference_attention``): tests compare all three,
 and FLOPs are counted on it because it is the computation graph the paper describes.
 The convolution side has exact rewrites too: on the CPU, dilated depthwise convolutions train with
-a hand-written backward on fast kernels (stride 1), on the even pixels (even dilation, stride 2) or
-with their taps spread over a larger kernel (odd dilation, stride 2) (:class:`DilatedDepthwiseConv`),
+a hand-written backward on fast kernels, or on the even pixels when the dilation is even and the
+stride 2 (:class:`DilatedDepthwiseConv`),
 BatchNorm treats channels-last maps as matrices, and the squeeze-and-excitation 1x1 convolutions
 on pooled vectors run as matrix products; on CUDA the
 depthwise branches run in NCHW (``CUDA_BRANCHES_CONTIGUOUS``); everywhere the downsampling gate
@@ -195,8 +195,9 @@ class DilatedDepthwiseConv(nn.Conv2d):
     Same parameters and results as ``nn.Conv2d``; only the way the gradient is computed differs.
     On CPU, oneDNN runs dilated depthwise convolutions fast forward but falls back to a slow kernel
     for their backward pass (3-60x slower than undilated, worst with stride 2). When gradients are
-    needed, the convolution is therefore rewritten, exactly, onto fast kernels: with stride 1 by
-    ``_DilatedDepthwise``'s own backward, with stride 2 as described in ``convolve``.
+    needed, the convolution is therefore rewritten, exactly, onto fast kernels: by the hand-written
+    backward of ``_DilatedDepthwise`` (stride 1) and ``_StridedDilatedDepthwise`` (stride 2, odd
+    dilation), or as a stride-1 convolution on the even pixels (stride 2, even dilation).
     """
 
     def __init__(self, channels: int, dilation: int, stride: int) -> None:
@@ -212,9 +213,8 @@ class DilatedDepthwiseConv(nn.Conv2d):
         if d == 1 or x.device.type != "cpu" or not torch.is_grad_enabled():
             return self._conv_forward(x, weight, bias)
         if stride == 2 and d % 2:
-            # Sub-grids would compute every output pixel and drop three in four; the same taps
-            # spread over an undilated (2d+1)x(2d+1) kernel keep oneDNN on its strided kernel.
-            return F.conv2d(x, _spread_kernel(weight, d), bias, stride=2, padding=d, groups=self.groups)
+            out = _StridedDilatedDepthwise.apply(x, weight, d)
+            return out if bias is None else out + bias[:, None, None]
         if stride == 2:
             # An even dilation with stride 2 reads only the even rows and columns: a stride-1
             # convolution with dilation d/2 on that quarter of the map (d=2: 130 -> 27 ms fwd+bwd at
@@ -230,14 +230,85 @@ def _batchnorm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]
     return scale, norm.bias - norm.running_mean * scale
 
 
-def _spread_kernel(weight: torch.Tensor, dilation: int) -> torch.Tensor:
-    """``(C, 1, 3, 3)`` -> ``(C, 1, 2d+1, 2d+1)``: the taps ``dilation`` apart, zeros between.
+def _tap_range(size_in: int, size_out: int, offset: int) -> tuple[int, int]:
+    """First output index i and how many have ``0 <= 2*i + offset < size_in`` (stride 2)."""
+    first = max(0, (1 - offset) // 2)
+    last = min(size_out, (size_in - 1 - offset) // 2 + 1)
+    return first, max(0, last - first)
 
-    Built by differentiable ops, so the gradient reaches the 3x3 weight (and only its taps).
+
+def _zero_padded(t: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """``(B, H, W, C)`` -> zero-padded ``(B, C, H', W')`` channels-last (F.pad is 4x slower here)."""
+    b, h, w, c = t.shape
+    out = t.new_zeros(b, h + top + bottom, w + left + right, c)
+    out[:, top : top + h, left : left + w] = t
+    return out.permute(0, 3, 1, 2)
+
+
+class _StridedDilatedDepthwise(torch.autograd.Function):
+    """Depthwise 3x3 convolution with stride 2 and an odd dilation d (padding d), backward by hand.
+
+    oneDNN runs it fast forward and slowly backward (bwd 260 ms input + 350 ms weight vs fwd 8 at
+    256 channels, 112x112, batch 8). Per axis, output i reads input 2i - d, 2i and 2i + d: the
+    middle tap the even pixels, the outer two the odd pixels at offsets -(d+1)/2 and +(d-1)/2. So
+    the input's gradient splits over the four (row, column) parities of the map: the gradient of an
+    undilated stride-1 convolution with a (d+1)-wide kernel holding the outer taps at its ends on
+    each odd parity, a per-channel product on the even one. The weight's gradient is nine sums of
+    products of the output's gradient with the input at each tap. All exact.
     """
-    d, channels = dilation, weight.shape[0]
-    spread = F.pad(weight.reshape(channels, 1, 3, 1, 3, 1), (0, d - 1, 0, 0, 0, d - 1))  # (C,1,3,d,3,d)
-    return spread.reshape(channels, 1, 3 * d, 3 * d)[:, :, : 2 * d + 1, : 2 * d + 1]
+
+    @staticmethod
+    def forward(ctx, x, weight, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        return F.conv2d(x, weight, stride=2, padding=dilation, dilation=dilation, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        d = ctx.dilation
+        b, c, h, w = x.shape
+        out_h, out_w = grad.shape[-2:]
+        pixels, grad_pixels = x.permute(0, 2, 3, 1), grad.permute(0, 2, 3, 1)  # channels-last views
+        grad_input = grad_weight = None
+        if ctx.needs_input_grad[1]:
+            taps = []
+            for kh in range(3):
+                i, rows = _tap_range(h, out_h, d * (kh - 1))
+                for kw in range(3):
+                    j, cols = _tap_range(w, out_w, d * (kw - 1))
+                    r, q = 2 * i + d * (kh - 1), 2 * j + d * (kw - 1)
+                    read = pixels[:, r : r + 2 * rows - 1 : 2, q : q + 2 * cols - 1 : 2]
+                    taps.append((grad_pixels[:, i : i + rows, j : j + cols] * read).sum((0, 1, 2)))
+            grad_weight = torch.stack(taps, 1).view_as(weight)
+        if ctx.needs_input_grad[0]:
+            before, after = (d + 1) // 2, (d - 1) // 2  # where the outer taps sit on the odd pixels
+            half_h, half_w = (h + 1) // 2, (w + 1) // 2
+            # (B, H/2, row parity, W/2, column parity, C); an odd side gets a zero row or column
+            shape = (b, half_h, 2, half_w, 2, c)
+            parities = F.pad(pixels, (0, 0, 0, w % 2, 0, h % 2)) if h % 2 or w % 2 else pixels
+            parities = parities.reshape(shape)
+            grad_parities = x.new_empty(shape)
+            for row_parity, col_parity in ((1, 1), (0, 1), (1, 0)):
+                rows = (0, 2) if row_parity else (1,)
+                cols = (0, 2) if col_parity else (1,)
+                kernel = weight.new_zeros(c, 1, d + 1 if row_parity else 1, d + 1 if col_parity else 1)
+                for u, kh in enumerate(rows):
+                    for v, kw in enumerate(cols):
+                        kernel[:, :, u * d, v * d] = weight[:, :, kh, kw]
+                top, bottom = (before, after) if row_parity else (0, 0)
+                left, right = (before, after) if col_parity else (0, 0)
+                padded = _zero_padded(parities[:, :, row_parity, :, col_parity], top, bottom, left, right)
+                grad_padded = torch.ops.aten.convolution_backward(
+                    grad, padded, kernel, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c, [True, False, False]
+                )[0].permute(0, 2, 3, 1)
+                grad_parities[:, :, row_parity, :, col_parity] = grad_padded[:, top : top + half_h, left : left + half_w]
+            grad_parities[:, :, 0, :, 0] = grad_pixels * weight[:, 0, 1, 1]
+            grad_input = grad_parities.reshape(b, 2 * half_h, 2 * half_w, c)
+            if h % 2 or w % 2:
+                grad_input = grad_input[:, :h, :w].contiguous()
+            grad_input = grad_input.permute(0, 3, 1, 2)
+        return grad_input, grad_weight, None
 
 
 def _even_pixels(x: torch.Tensor) -> torch.Tensor:
