@@ -217,6 +217,26 @@ def test_dilated_depthwise_conv_training_paths_equal_dilated_conv_with_gradients
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dilation, stride", [(2, 1), (3, 1), (2, 2), (3, 2)])
+def test_dilated_depthwise_conv_trains_under_cpu_bf16_autocast(dilation, stride):
+    # The hand-written backward passes get bf16 gradients for float32 saved tensors under autocast.
+    from accvit_med.models.acc_vit import DilatedDepthwiseConv
+
+    torch.manual_seed(0)
+    conv = DilatedDepthwiseConv(8, dilation, stride)
+    x = torch.randn(2, 8, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+        reference = torch.nn.functional.conv2d(x, conv.weight, stride=stride, padding=dilation, dilation=dilation, groups=8)
+    assert out.dtype == reference.dtype == torch.bfloat16
+    upstream = torch.randn_like(reference)
+    grads = torch.autograd.grad(out, (x, conv.weight), upstream)
+    expected = torch.autograd.grad(reference, (x, conv.weight), upstream)
+    for got, want in zip(grads, expected):
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
+
+
 def test_training_works_after_inference_mode_on_the_same_model():
     # The fast path caches token indices on first use; built under inference_mode they must still
     # be usable by autograd afterwards (evaluate, then keep training).

@@ -19,9 +19,8 @@ paper's einops rearranges literally is kept (``set_reference_attention``): tests
 and FLOPs are counted on it because it is the computation graph the paper describes.
 The convolution side has exact rewrites too: on the CPU, dilated depthwise convolutions train with
 a hand-written backward on fast kernels, or on the even pixels when the dilation is even and the
-stride 2 (:class:`DilatedDepthwiseConv`),
-BatchNorm treats channels-last maps as matrices, and the squeeze-and-excitation 1x1 convolutions
-on pooled vectors run as matrix products; on CUDA the
+stride 2 (:class:`DilatedDepthwiseConv`), BatchNorm treats channels-last maps as matrices, and the
+squeeze-and-excitation 1x1 convolutions on pooled vectors run as matrix products; on CUDA the
 depthwise branches run in NCHW (``CUDA_BRANCHES_CONTIGUOUS``); everywhere the downsampling gate
 pools after its 1x1 convolution.
 """
@@ -265,7 +264,7 @@ class _StridedDilatedDepthwise(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight = (t.to(grad.dtype) for t in ctx.saved_tensors)  # CPU autocast: grad is bf16
         d = ctx.dilation
         b, c, h, w = x.shape
         out_h, out_w = grad.shape[-2:]
@@ -354,7 +353,7 @@ class _DilatedDepthwise(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight = (t.to(grad.dtype) for t in ctx.saved_tensors)  # CPU autocast: grad is bf16
         d, channels = ctx.dilation, x.shape[1]
         grad_input = grad_weight = None
         if ctx.needs_input_grad[0]:
