@@ -237,6 +237,40 @@ def test_dilated_depthwise_conv_trains_under_cpu_bf16_autocast(dilation, stride)
         torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
 
 
+def _straightforward_block(block: AtrousInvertedResidual, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 written plainly with the block's own modules: no rewritten kernels, no custom backward."""
+    expanded = block.expand(block.pre_norm(x))
+    weights = torch.softmax(block.gate(block.gate_pool(expanded)), dim=1)
+    fused = 0
+    for index, ((conv, norm, activation), excitation) in enumerate(block.branches):
+        convolved = torch.nn.functional.conv2d(expanded, conv.weight, stride=conv.stride, padding=conv.padding,
+                                               dilation=conv.dilation, groups=conv.groups)
+        fused = fused + weights[:, index : index + 1] * excitation(activation(norm(convolved)))
+    return block.shortcut(x) + block.project(fused)
+
+
+@pytest.mark.parametrize("stride, in_channels, size", [(1, 16, 14), (2, 8, 28), (2, 8, 14)])
+def test_training_block_equals_straightforward_computation_with_gradients(stride, in_channels, size):
+    # The whole atrous inverted residual as the CPU trains it (custom backward passes, gated-share
+    # Function, channels-last BatchNorm) against the plain computation, in float64.
+    torch.manual_seed(0)
+    block = AtrousInvertedResidual(in_channels, 16, stride=stride, drop_path=0.0).double().train()
+    x = torch.randn(2, in_channels, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    results = []
+    for compute in (block, lambda t: _straightforward_block(block, t)):
+        block.zero_grad()
+        x.grad = None
+        out = compute(x)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad.clone(), [p.grad.clone() for p in block.parameters()]))
+    (out, grad_x, grads), (ref, ref_grad_x, ref_grads) = results
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_x, ref_grad_x, rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_training_works_after_inference_mode_on_the_same_model():
     # The fast path caches token indices on first use; built under inference_mode they must still
     # be usable by autograd afterwards (evaluate, then keep training).

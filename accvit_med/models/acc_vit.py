@@ -194,9 +194,8 @@ class DilatedDepthwiseConv(nn.Conv2d):
     Same parameters and results as ``nn.Conv2d``; only the way the gradient is computed differs.
     On CPU, oneDNN runs dilated depthwise convolutions fast forward but falls back to a slow kernel
     for their backward pass (3-60x slower than undilated, worst with stride 2). When gradients are
-    needed, the convolution is therefore rewritten, exactly, onto fast kernels: by the hand-written
-    backward of ``_DilatedDepthwise`` (stride 1) and ``_StridedDilatedDepthwise`` (stride 2, odd
-    dilation), or as a stride-1 convolution on the even pixels (stride 2, even dilation).
+    needed, the convolution is therefore rewritten, exactly, onto fast kernels by the hand-written
+    backward of ``_DilatedDepthwise`` (stride 1) or ``_StridedDilatedDepthwise`` (stride 2).
     """
 
     def __init__(self, channels: int, dilation: int, stride: int) -> None:
@@ -211,15 +210,10 @@ class DilatedDepthwiseConv(nn.Conv2d):
         d, stride = self.dilation[0], self.stride[0]
         if d == 1 or x.device.type != "cpu" or not torch.is_grad_enabled():
             return self._conv_forward(x, weight, bias)
-        if stride == 2 and d % 2:
-            out = _StridedDilatedDepthwise.apply(x, weight, d)
-            return out if bias is None else out + bias[:, None, None]
         if stride == 2:
-            # An even dilation with stride 2 reads only the even rows and columns: a stride-1
-            # convolution with dilation d/2 on that quarter of the map (d=2: 130 -> 27 ms fwd+bwd at
-            # 256 channels, 112x112, measured).
-            x, d = _even_pixels(x), d // 2
-        out = _DilatedDepthwise.apply(x, weight, d) if d > 1 else F.conv2d(x, weight, padding=1, groups=self.groups)
+            out = _StridedDilatedDepthwise.apply(x, weight, d)
+        else:
+            out = _DilatedDepthwise.apply(x, weight, d)
         return out if bias is None else out + bias[:, None, None]
 
 
@@ -245,15 +239,17 @@ def _zero_padded(t: torch.Tensor, top: int, bottom: int, left: int, right: int) 
 
 
 class _StridedDilatedDepthwise(torch.autograd.Function):
-    """Depthwise 3x3 convolution with stride 2 and an odd dilation d (padding d), backward by hand.
+    """Depthwise 3x3 convolution with stride 2 and dilation d > 1 (padding d), backward by hand.
 
-    oneDNN runs it fast forward and slowly backward (bwd 260 ms input + 350 ms weight vs fwd 8 at
-    256 channels, 112x112, batch 8). Per axis, output i reads input 2i - d, 2i and 2i + d: the
-    middle tap the even pixels, the outer two the odd pixels at offsets -(d+1)/2 and +(d-1)/2. So
-    the input's gradient splits over the four (row, column) parities of the map: the gradient of an
-    undilated stride-1 convolution with a (d+1)-wide kernel holding the outer taps at its ends on
-    each odd parity, a per-channel product on the even one. The weight's gradient is nine sums of
-    products of the output's gradient with the input at each tap. All exact.
+    oneDNN runs it fast forward and slowly backward (d=3: 260 ms input + 350 ms weight gradient vs
+    8 ms forward at 256 channels, 112x112, batch 8). Per axis, output i reads input 2i - d, 2i and
+    2i + d, so the backward pass works on the map's (row, column) pixel parities, on fast kernels:
+    - even d: only the even pixels are read: a stride-1 convolution with dilation d/2 on them;
+    - odd d: the middle tap reads the even pixels, the outer two the odd pixels at offsets
+      -(d+1)/2 and +(d-1)/2: on each odd parity the input's gradient is that of an undilated
+      stride-1 convolution with a (d+1)-wide kernel holding the outer taps at its ends, on the even
+      one a per-channel product; the weight's gradient is nine sums of products, one per tap.
+    All exact (tested against ``F.conv2d`` in float64).
     """
 
     @staticmethod
@@ -267,58 +263,92 @@ class _StridedDilatedDepthwise(torch.autograd.Function):
         x, weight = (t.to(grad.dtype) for t in ctx.saved_tensors)  # CPU autocast: grad is bf16
         d = ctx.dilation
         b, c, h, w = x.shape
-        out_h, out_w = grad.shape[-2:]
-        pixels, grad_pixels = x.permute(0, 2, 3, 1), grad.permute(0, 2, 3, 1)  # channels-last views
+        half_h, half_w = (h + 1) // 2, (w + 1) // 2
+        pixels = x.permute(0, 2, 3, 1)  # channels-last view
+        # (B, H/2, row parity, W/2, column parity, C); an odd side gets a zero row or column
+        shape = (b, half_h, 2, half_w, 2, c)
+        parities = (F.pad(pixels, (0, 0, 0, w % 2, 0, h % 2)) if h % 2 or w % 2 else pixels).reshape(shape)
+        need_input, need_weight = ctx.needs_input_grad[:2]
         grad_input = grad_weight = None
-        if ctx.needs_input_grad[1]:
-            taps = []
-            for kh in range(3):
-                i, rows = _tap_range(h, out_h, d * (kh - 1))
-                for kw in range(3):
-                    j, cols = _tap_range(w, out_w, d * (kw - 1))
-                    r, q = 2 * i + d * (kh - 1), 2 * j + d * (kw - 1)
-                    read = pixels[:, r : r + 2 * rows - 1 : 2, q : q + 2 * cols - 1 : 2]
-                    taps.append((grad_pixels[:, i : i + rows, j : j + cols] * read).sum((0, 1, 2)))
-            grad_weight = torch.stack(taps, 1).view_as(weight)
-        if ctx.needs_input_grad[0]:
-            before, after = (d + 1) // 2, (d - 1) // 2  # where the outer taps sit on the odd pixels
-            half_h, half_w = (h + 1) // 2, (w + 1) // 2
-            # (B, H/2, row parity, W/2, column parity, C); an odd side gets a zero row or column
-            shape = (b, half_h, 2, half_w, 2, c)
-            parities = F.pad(pixels, (0, 0, 0, w % 2, 0, h % 2)) if h % 2 or w % 2 else pixels
-            parities = parities.reshape(shape)
-            grad_parities = x.new_empty(shape)
-            for row_parity, col_parity in ((1, 1), (0, 1), (1, 0)):
-                rows = (0, 2) if row_parity else (1,)
-                cols = (0, 2) if col_parity else (1,)
-                kernel = weight.new_zeros(c, 1, d + 1 if row_parity else 1, d + 1 if col_parity else 1)
-                for u, kh in enumerate(rows):
-                    for v, kw in enumerate(cols):
-                        kernel[:, :, u * d, v * d] = weight[:, :, kh, kw]
-                top, bottom = (before, after) if row_parity else (0, 0)
-                left, right = (before, after) if col_parity else (0, 0)
-                padded = _zero_padded(parities[:, :, row_parity, :, col_parity], top, bottom, left, right)
-                grad_padded = torch.ops.aten.convolution_backward(
-                    grad, padded, kernel, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c, [True, False, False]
-                )[0].permute(0, 2, 3, 1)
-                grad_parities[:, :, row_parity, :, col_parity] = grad_padded[:, top : top + half_h, left : left + half_w]
-            grad_parities[:, :, 0, :, 0] = grad_pixels * weight[:, 0, 1, 1]
-            grad_input = grad_parities.reshape(b, 2 * half_h, 2 * half_w, c)
+        if d % 2 == 0:
+            even = parities[:, :, 0, :, 0].contiguous().permute(0, 3, 1, 2)
+            grad_even, grad_weight = _stride1_depthwise_backward(grad, even, weight, d // 2, need_input, need_weight)
+            if need_input:
+                grad_input = x.new_zeros(shape)  # the odd pixels are not read
+                grad_input[:, :, 0, :, 0] = grad_even.permute(0, 2, 3, 1)
+        else:
+            if need_weight:
+                grad_weight = _tap_gradients(pixels, grad, d)
+            if need_input:
+                grad_input = _odd_dilation_input_gradient(parities, grad, weight, d)
+        if grad_input is not None:
+            grad_input = grad_input.reshape(b, 2 * half_h, 2 * half_w, c)
             if h % 2 or w % 2:
                 grad_input = grad_input[:, :h, :w].contiguous()
             grad_input = grad_input.permute(0, 3, 1, 2)
         return grad_input, grad_weight, None
 
 
-def _even_pixels(x: torch.Tensor) -> torch.Tensor:
-    """``x[:, :, ::2, ::2]`` as a channels-last copy, taken through a reshape: the strided slice's
-    own copy and gradient are 3x slower on channels-last maps (measured)."""
-    b, c, h, w = x.shape
-    t = x.permute(0, 2, 3, 1)
-    if h % 2 or w % 2:
-        t = F.pad(t, (0, 0, 0, w % 2, 0, h % 2))
-    t = t.reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c)[:, :, 0, :, 0]
-    return t.contiguous().permute(0, 3, 1, 2)
+def _stride1_depthwise_backward(grad, x, weight, dilation, need_input, need_weight):
+    """Input and weight gradients of a stride-1 depthwise 3x3 convolution (padding = dilation)."""
+    c = x.shape[1]
+    if dilation == 1:
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], c, [need_input, need_weight, False]
+        )
+        return grad_x, grad_weight
+    # As _DilatedDepthwise: a flipped-kernel forward for the input, sub-grids for the weight.
+    grad_x = grad_weight = None
+    if need_input:
+        grad_x = F.conv2d(grad, weight.flip(-1, -2), padding=dilation, dilation=dilation, groups=c)
+    if need_weight:
+        grad_weight = torch.ops.aten.convolution_backward(
+            _subgrids(grad, dilation), _subgrids(x, dilation), weight, None, [1, 1], [1, 1], [1, 1], False,
+            [0, 0], c, [False, True, False],
+        )[1]
+    return grad_x, grad_weight
+
+
+def _tap_gradients(pixels: torch.Tensor, grad: torch.Tensor, d: int) -> torch.Tensor:
+    """Weight gradient of a stride-2 depthwise 3x3 convolution with dilation d: per tap, the sum
+    over images and output pixels of the output's gradient times the input pixel the tap reads."""
+    h, w = pixels.shape[1:3]
+    out_h, out_w = grad.shape[-2:]
+    grad_pixels = grad.permute(0, 2, 3, 1)
+    taps = []
+    for kh in range(3):
+        i, rows = _tap_range(h, out_h, d * (kh - 1))
+        for kw in range(3):
+            j, cols = _tap_range(w, out_w, d * (kw - 1))
+            r, q = 2 * i + d * (kh - 1), 2 * j + d * (kw - 1)
+            read = pixels[:, r : r + 2 * rows - 1 : 2, q : q + 2 * cols - 1 : 2]
+            taps.append((grad_pixels[:, i : i + rows, j : j + cols] * read).sum((0, 1, 2)))
+    return torch.stack(taps, 1).view(-1, 1, 3, 3)
+
+
+def _odd_dilation_input_gradient(parities: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, d: int
+                                 ) -> torch.Tensor:
+    """Input gradient, in ``parities``' layout, of a stride-2 depthwise 3x3 convolution with odd
+    dilation d > 1, parity by parity (see _StridedDilatedDepthwise)."""
+    _, half_h, _, half_w, _, c = parities.shape
+    grad_parities = torch.empty_like(parities)  # every parity is written below
+    before, after = (d + 1) // 2, (d - 1) // 2  # where the outer taps sit on the odd pixels
+    for row_parity, col_parity in ((1, 1), (0, 1), (1, 0)):
+        rows = (0, 2) if row_parity else (1,)
+        cols = (0, 2) if col_parity else (1,)
+        kernel = weight.new_zeros(c, 1, d + 1 if row_parity else 1, d + 1 if col_parity else 1)
+        for u, kh in enumerate(rows):
+            for v, kw in enumerate(cols):
+                kernel[:, :, u * d, v * d] = weight[:, :, kh, kw]
+        top, bottom = (before, after) if row_parity else (0, 0)
+        left, right = (before, after) if col_parity else (0, 0)
+        padded = _zero_padded(parities[:, :, row_parity, :, col_parity], top, bottom, left, right)
+        grad_padded = torch.ops.aten.convolution_backward(
+            grad, padded, kernel, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c, [True, False, False]
+        )[0].permute(0, 2, 3, 1)
+        grad_parities[:, :, row_parity, :, col_parity] = grad_padded[:, top : top + half_h, left : left + half_w]
+    grad_parities[:, :, 0, :, 0] = grad.permute(0, 2, 3, 1) * weight[:, 0, 1, 1]
+    return grad_parities
 
 
 def _subgrids(x: torch.Tensor, dilation: int) -> torch.Tensor:
