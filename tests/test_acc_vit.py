@@ -330,6 +330,8 @@ def test_eval_mode_folds_batchnorm_exactly(stride, in_channels):
     for grad_enabled in (True, False):  # with gradients (Grad-CAM) the CPU conv rewrites run too
         with torch.set_grad_enabled(grad_enabled):
             torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
+    with torch.inference_mode():  # the in-place inference path
+        torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
     (grad,) = torch.autograd.grad(block(x).sum(), x)
     (expected_grad,) = torch.autograd.grad(expected.sum(), x)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-10)
