@@ -271,6 +271,29 @@ def test_training_block_equals_straightforward_computation_with_gradients(stride
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn) in this torch build")
+def test_inference_fuses_conv_and_gelu_on_onednn_with_the_same_results():
+    # Without autograd on the CPU, eval-mode convolutions + GELU run as one oneDNN call with a
+    # fused post-op (a private operator, self-checked); outputs must match the unfused path.
+    from accvit_med.models import acc_vit
+
+    assert acc_vit._conv_gelu_works()
+    torch.manual_seed(0)
+    model = create_model("accvit_femto", num_classes=4).eval()
+    x = torch.randn(2, 3, 224, 224)
+    calls = []
+    fused_op = acc_vit._CONV_GELU
+    try:
+        acc_vit._CONV_GELU = lambda *args: calls.append(1) or fused_op(*args)
+        with torch.inference_mode():
+            fused = model(x)
+    finally:
+        acc_vit._CONV_GELU = fused_op
+    assert len(calls) == 4 * sum(len(stage) for stage in model.stages)  # expansion + 3 branches per layer
+    unfused = model(x)  # autograd on: plain conv2d and nn.GELU
+    torch.testing.assert_close(fused, unfused.detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_training_works_after_inference_mode_on_the_same_model():
     # The fast path caches token indices on first use; built under inference_mode they must still
     # be usable by autograd afterwards (evaluate, then keep training).
