@@ -294,6 +294,24 @@ def test_inference_fuses_conv_and_gelu_on_onednn_with_the_same_results():
     torch.testing.assert_close(fused, unfused.detach(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_block_compiles_to_one_graph_in_training_and_inference(stride):
+    # torch.compile must see the whole block (custom autograd Functions, in-place inference, the
+    # oneDNN conv + GELU path skipped while compiling): a graph break would make `--compile`
+    # recompile per layer shape and fall back to eager. backend="eager" traces without inductor.
+    torch.manual_seed(0)
+    block = AtrousInvertedResidual(16, 16, stride=stride, drop_path=0.0)
+    compiled = torch.compile(block, backend="eager", fullgraph=True)
+    x = torch.randn(2, 16, 28, 28).contiguous(memory_format=torch.channels_last)
+    block.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x), block(x), rtol=1e-5, atol=1e-6)
+    block.train()
+    inputs = x.clone().requires_grad_(True)
+    compiled(inputs).sum().backward()
+    assert inputs.grad is not None and torch.isfinite(inputs.grad).all()
+
+
 def test_training_works_after_inference_mode_on_the_same_model():
     # The fast path caches token indices on first use; built under inference_mode they must still
     # be usable by autograd afterwards (evaluate, then keep training).
