@@ -202,7 +202,7 @@ def test_448_input_runs_and_other_sizes_are_refused():
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [56, 14, 7, 9])
 def test_dilated_depthwise_conv_training_paths_equal_dilated_conv_with_gradients(dilation, stride, size):
-    from accvit_med.models.acc_vit import DilatedDepthwiseConv
+    from accvit_med.models.depthwise import DilatedDepthwiseConv
 
     conv = DilatedDepthwiseConv(4, dilation, stride).double()
     x = torch.randn(2, 4, size, size + 1, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
@@ -220,7 +220,7 @@ def test_dilated_depthwise_conv_training_paths_equal_dilated_conv_with_gradients
 @pytest.mark.parametrize("dilation, stride", [(2, 1), (3, 1), (2, 2), (3, 2)])
 def test_dilated_depthwise_conv_trains_under_cpu_bf16_autocast(dilation, stride):
     # The hand-written backward passes get bf16 gradients for float32 saved tensors under autocast.
-    from accvit_med.models.acc_vit import DilatedDepthwiseConv
+    from accvit_med.models.depthwise import DilatedDepthwiseConv
 
     torch.manual_seed(0)
     conv = DilatedDepthwiseConv(8, dilation, stride)
@@ -275,20 +275,20 @@ def test_training_block_equals_straightforward_computation_with_gradients(stride
 def test_inference_fuses_conv_and_gelu_on_onednn_with_the_same_results():
     # Without autograd on the CPU, eval-mode convolutions + GELU run as one oneDNN call with a
     # fused post-op (a private operator, self-checked); outputs must match the unfused path.
-    from accvit_med.models import acc_vit
+    from accvit_med.models import depthwise
 
-    assert acc_vit._conv_gelu_works()
+    assert depthwise._conv_gelu_works()
     torch.manual_seed(0)
     model = create_model("accvit_femto", num_classes=4).eval()
     x = torch.randn(2, 3, 224, 224)
     calls = []
-    fused_op = acc_vit._CONV_GELU
+    fused_op = depthwise._CONV_GELU
     try:
-        acc_vit._CONV_GELU = lambda *args: calls.append(1) or fused_op(*args)
+        depthwise._CONV_GELU = lambda *args: calls.append(1) or fused_op(*args)
         with torch.inference_mode():
             fused = model(x)
     finally:
-        acc_vit._CONV_GELU = fused_op
+        depthwise._CONV_GELU = fused_op
     assert len(calls) == 4 * sum(len(stage) for stage in model.stages)  # expansion + 3 branches per layer
     unfused = model(x)  # autograd on: plain conv2d and nn.GELU
     torch.testing.assert_close(fused, unfused.detach(), rtol=1e-4, atol=1e-5)
