@@ -79,8 +79,8 @@ def _cpu_autocast_enabled() -> bool:
 
 
 def conv_gelu(activation: nn.GELU, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-               stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
-               dilation: tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
+              stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+              dilation: tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
     """``activation(F.conv2d(x, weight, bias, ...))`` (an exact GELU). Without autograd on the CPU
     in float32, one oneDNN call with the GELU fused (stage-1 depthwise conv + GELU 9.3 -> 6.7 ms,
     1x1 expansion + GELU 10.8 -> 7.3); else, without autograd, the GELU in place: no new full-size
