@@ -273,7 +273,7 @@ class AtrousInvertedResidual(nn.Module):
                 activated = activation(conv.convolve(expanded, weight, shift))
             else:
                 activated = conv_gelu(activation, expanded, weight, shift, conv.stride, conv.padding,
-                                       conv.dilation, conv.groups)
+                                      conv.dilation, conv.groups)
         return activated, excitation.scale(activated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
