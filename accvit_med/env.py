@@ -41,7 +41,8 @@ def tune_cpu_allocator() -> bool:
     glibc serves every allocation over 32 MiB with a fresh mmap and unmaps it on free, so each
     large activation of a CPU training step page-faults its memory in again: a batch of 8
     224-pixel images through ACC-ViT-T allocates hundreds of such tensors per step. Keeping the
-    heap (no mmap, no trimming) removes those faults, as jemalloc or tcmalloc would. The cost is
+    heap (no mmap; trimming only past 2 GiB free at its top) removes those faults, as jemalloc or
+    tcmalloc would. The cost is
     memory: freed memory stays with the process until it exits, and the peak of two accvit_tiny
     training steps at batch 8 rose 5% (5693 -> 5957 MiB resident). Called by the
     command-line entry point; ``ACCVIT_MED_SYSTEM_MALLOC=1`` leaves malloc as it is. Returns

@@ -288,7 +288,7 @@ class AtrousInvertedResidual(nn.Module):
             gate = weights[:, index : index + 1]
             if torch.is_grad_enabled():
                 fused = _GatedExcitation.apply(fused, activated, excitation, gate)
-            else:  # nothing is saved for a backward pass: reuse the branch's map (see _activate)
+            else:  # nothing is saved for a backward pass: reuse the branch's map (see conv_gelu)
                 share = activated.mul_(excitation[:, :, None, None])
                 fused = share.mul_(gate) if fused is None else fused.addcmul_(share, gate)
         projected = self.project(fused)

@@ -169,7 +169,7 @@ def _stride1_depthwise_backward(grad, x, weight, dilation, need_input, need_weig
             grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], c, [need_input, need_weight, False]
         )
         return grad_x, grad_weight
-    # As _DilatedDepthwise: a flipped-kernel forward for the input, sub-grids for the weight.
+    # Dilated (see _DilatedDepthwise): a flipped-kernel forward for the input, sub-grids for the weight.
     grad_x = grad_weight = None
     if need_input:
         grad_x = F.conv2d(grad, weight.flip(-1, -2), padding=dilation, dilation=dilation, groups=c)
@@ -256,13 +256,5 @@ class _DilatedDepthwise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = (t.to(grad.dtype) for t in ctx.saved_tensors)  # CPU autocast: grad is bf16
-        d, channels = ctx.dilation, x.shape[1]
-        grad_input = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_input = F.conv2d(grad, weight.flip(-1, -2), padding=d, dilation=d, groups=channels)
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.ops.aten.convolution_backward(
-                _subgrids(grad, d), _subgrids(x, d), weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0],
-                channels, [False, True, False],
-            )[1]
-        return grad_input, grad_weight, None
+        need_input, need_weight = ctx.needs_input_grad[:2]
+        return (*_stride1_depthwise_backward(grad, x, weight, ctx.dilation, need_input, need_weight), None)

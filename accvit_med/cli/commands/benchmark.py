@@ -27,8 +27,9 @@ def benchmark(
     training memory of each model, and each model's ratio to maxvit_t (else the first model).
 
     The models run in one process, interleaved round by round after warm-up, so machine load hits
-    all alike: compare ratios within one run. fp32 on CPU; bf16 autocast and cuDNN autotuning on CUDA. Peak memory is
-    measured per model in a fresh process: CUDA max_memory_allocated, on CPU the peak RSS increase.
+    all alike: compare ratios within one run. fp32 on CPU; bf16 autocast and cuDNN autotuning on
+    CUDA. Peak memory is measured per model in a fresh process: CUDA max_memory_allocated, on CPU
+    the peak RSS increase.
     """
     import torch
     from rich.console import Console
@@ -37,7 +38,6 @@ def benchmark(
         benchmark_device, check_image_size, measure_models, parse_models, precision_label, reference_model,
         results_table,
     )
-
     from accvit_med.env import tune_cpu_allocator
 
     names = parse_models(models)
