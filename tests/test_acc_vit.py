@@ -112,13 +112,28 @@ def test_downsampling_gate_pools_after_the_projection_exactly():
                                rtol=1e-12, atol=1e-12)
 
 
-def test_cpu_window_attention_equals_scaled_dot_product_attention():
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_cpu_window_attention_equals_explicit_attention(grad):
+    # Training takes the matmul path, inference SDPA's fused CPU kernel (4-D mask): both against
+    # softmax(q k^T / sqrt(d) + bias) v written out.
     from accvit_med.models.acc_vit import _window_attention
 
-    q, k, v = (torch.randn(6, 4, 49, 16, dtype=torch.float64) for _ in range(3))
-    bias = torch.randn(4, 49, 49, dtype=torch.float64)
-    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    torch.testing.assert_close(_window_attention(q, k, v, bias), expected, rtol=1e-12, atol=1e-12)
+    q, k, v = (torch.randn(6, 4, 49, 16, dtype=torch.float64, requires_grad=grad) for _ in range(3))
+    bias = torch.randn(4, 49, 49, dtype=torch.float64, requires_grad=grad)
+    expected = torch.softmax(q @ k.transpose(-2, -1) / 4 + bias, dim=-1) @ v
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(_window_attention(q, k, v, bias), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_inference_attention_equals_reference_path_in_float32():
+    # The stage-1 branches at 56x56 through the fused SDPA kernel, in the precision it runs in.
+    layer = _attention_layer(rates=(1, 2, 4, 8)).eval()
+    tokens = torch.randn(2, 56, 56, 32)
+    with torch.inference_mode():
+        fast = layer(tokens)
+        layer.use_reference = True
+        ref = layer(tokens)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("path", ["_forward_fast", "_forward_per_branch"])
