@@ -286,6 +286,31 @@ def test_training_block_equals_straightforward_computation_with_gradients(stride
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_training_block_under_bf16_autocast_follows_the_straightforward_computation(stride):
+    # bf16 autocast (the CUDA recipe; here on the CPU): the hand-written backward passes get bf16
+    # maps and gradients and must return float32 parameter gradients as close to autograd's own
+    # as bf16 allows (within 2% in norm; both are about 0.5% from float32).
+    torch.manual_seed(0)
+    block = AtrousInvertedResidual(8, 16, stride=stride, drop_path=0.0).train()
+    x = torch.randn(2, 8, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    results = []
+    for compute in (block, lambda t: _straightforward_block(block, t)):
+        block.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = compute(x)
+        out.float().square().mean().backward()
+        results.append((out.float(), {n: p.grad.clone() for n, p in block.named_parameters()}))
+    (out, grads), (ref, ref_grads) = results
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05 * ref.abs().max().item())
+    # The pre-norm's bias shifts every channel of the expansion's input by a constant, which the
+    # expansion's training-mode BatchNorm removes: its true gradient is 0 and bf16 leaves noise.
+    del grads["pre_norm.bias"], ref_grads["pre_norm.bias"]
+    for name, got in grads.items():
+        assert got.dtype == torch.float32
+        assert (got - ref_grads[name]).norm() <= 0.02 * ref_grads[name].norm(), name
+
+
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn) in this torch build")
 def test_inference_fuses_conv_and_gelu_on_onednn_with_the_same_results():
     # Without autograd on the CPU, eval-mode convolutions + GELU run as one oneDNN call with a
@@ -393,24 +418,27 @@ def test_eval_mode_folds_batchnorm_exactly(stride, in_channels):
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("first", [True, False])
 def test_gated_excitation_gradients(channels_last, first):
-    # The hand-written backward of one branch's gated share, against finite differences, in both
-    # layouts (CPU maps are channels-last, CUDA branches NCHW) and with a strided gate slice.
+    # The hand-written backward of one branch's squeeze-and-excitation and gated share, against
+    # torchvision's SqueezeExcitation for the values and finite differences for every gradient, in
+    # both layouts (CPU maps are channels-last, CUDA branches NCHW) and with a strided gate slice.
+    from torchvision.ops import SqueezeExcitation as TorchvisionSE
+
     from accvit_med.models.acc_vit import _GatedExcitation
 
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     activation = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
-    excitation = torch.rand(2, 6, dtype=torch.float64, requires_grad=True)
     gates = torch.softmax(torch.randn(2, 3, 5, 7, dtype=torch.float64), dim=1)
     gates = gates.contiguous(memory_format=layout).requires_grad_()
-    fused = None if first else torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    fused = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    se = TorchvisionSE(6, 3, activation=torch.nn.SiLU).double()  # MaxViT's (and our) SE
+    matrices = [se.fc1.weight.flatten(1), se.fc1.bias, se.fc2.weight.flatten(1), se.fc2.bias]
+    matrices = [m.detach().clone().requires_grad_() for m in matrices]
 
-    def share(*inputs):
-        if first:
-            return _GatedExcitation.apply(None, inputs[0], inputs[1], inputs[2][:, 1:2])
-        return _GatedExcitation.apply(inputs[0], inputs[1], inputs[2], inputs[3][:, 1:2])
+    def share(fused, activation, gates, *weights):
+        return _GatedExcitation.apply(None if first else fused, activation, gates[:, 1:2], *weights)
 
-    inputs = (activation, excitation, gates) if first else (fused, activation, excitation, gates)
-    expected = activation * excitation[:, :, None, None] * gates[:, 1:2] + (0 if first else fused)
+    inputs = (fused, activation, gates, *matrices)
+    expected = se(activation) * gates[:, 1:2] + (0 if first else fused)
     torch.testing.assert_close(share(*inputs), expected, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(share, inputs)

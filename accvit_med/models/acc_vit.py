@@ -144,6 +144,10 @@ class SqueezeExcitation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale(x)[:, :, None, None]
 
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """fc1 weight, fc1 bias, fc2 weight, fc2 bias, the weights as ``(out, in)`` matrices."""
+        return self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1), self.fc2.bias
+
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The ``(B, C)`` channel weights that ``forward`` multiplies ``x`` by."""
         pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
@@ -157,26 +161,32 @@ def _pixels_by_channels(x: torch.Tensor) -> torch.Tensor:
 
 
 class _GatedExcitation(torch.autograd.Function):
-    """``fused + gate * (activation * excitation)``: one branch's share of the gated sum.
+    """``fused + gate * se(activation)``: one branch's squeeze-and-excitation and share of the gated sum.
 
-    ``activation`` is ``(B, C, H, W)``, ``excitation`` the branch's ``(B, C)`` squeeze-and-excitation
-    scale, ``gate`` its ``(B, 1, H, W)`` gate weight; ``fused`` the sum so far (None for the first
-    branch). Autograd would save the excited map as well as the activation and make two passes
-    over full-size tensors per product; here only the activation is kept, and the two small
-    gradients come from one product ``grad * activation`` reduced by two batched matmuls.
+    ``activation`` is ``(B, C, H, W)``, ``gate`` its ``(B, 1, H, W)`` gate weight, ``fused`` the sum
+    so far (None for the first branch); ``fc1``/``fc2`` are the squeeze-and-excitation's weights
+    and biases as matrices, and ``se(a) = a * sigmoid(fc2(silu(fc1(mean(a)))))`` per channel.
+    Autograd would save the excited map as well as the activation, make two passes over full-size
+    tensors per product and expand the pooling's gradient into one more full-size map to add. Here
+    only the activation is kept; the small gradients come from one product ``grad * activation``
+    reduced by two batched matmuls, and the activation's gradient is written in two passes.
     """
 
     @staticmethod
-    def forward(ctx, fused, activation, excitation, gate):
-        ctx.save_for_backward(activation, excitation, gate)
+    def forward(ctx, fused, activation, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+        dtype = activation.dtype  # under autocast: the dtype autocast gave the branch's map
+        pooled = activation.mean((2, 3))
+        hidden = F.linear(pooled, fc1_weight.to(dtype), fc1_bias.to(dtype))
+        excitation = torch.sigmoid(F.linear(F.silu(hidden), fc2_weight.to(dtype), fc2_bias.to(dtype)))
+        ctx.save_for_backward(activation, gate, pooled, hidden, excitation, fc1_weight, fc2_weight)
         ctx.first = fused is None
         excited = activation * excitation[:, :, None, None]
         return excited.mul_(gate) if fused is None else torch.addcmul(fused, excited, gate)
 
     @staticmethod
     def backward(ctx, grad):
-        activation, excitation, gate = ctx.saved_tensors
-        b, c = excitation.shape
+        activation, gate, pooled, hidden, excitation, fc1_weight, fc2_weight = ctx.saved_tensors
+        b, c, height, width = activation.shape
         dtype = torch.promote_types(grad.dtype, activation.dtype)
         products = grad.to(dtype) * activation
         gate_values, excitation_values = gate.to(dtype), excitation.to(dtype)
@@ -188,8 +198,22 @@ class _GatedExcitation(torch.autograd.Function):
             rows = _pixels_by_channels(products)
             grad_excitation = torch.bmm(gate_values.reshape(b, 1, -1), rows).view(b, c)
             grad_gate = torch.bmm(rows, excitation_values.view(b, c, 1)).view(gate.shape)
-        grad_activation = (grad * gate).mul_(excitation[:, :, None, None])
-        return (None if ctx.first else grad), grad_activation, grad_excitation, grad_gate
+        # The squeeze-and-excitation's small layers, by hand: sigmoid' = e(1-e), silu' = s(1 + h(1-s)).
+        pooled, hidden = pooled.to(dtype), hidden.to(dtype)
+        grad_logits = grad_excitation * excitation_values * (1 - excitation_values)
+        squeezed = F.silu(hidden)
+        grad_fc2_weight, grad_fc2_bias = grad_logits.t() @ squeezed, grad_logits.sum(0)
+        sigmoid_hidden = torch.sigmoid(hidden)
+        grad_hidden = (grad_logits @ fc2_weight.to(dtype)) * sigmoid_hidden * (1 + hidden * (1 - sigmoid_hidden))
+        grad_fc1_weight, grad_fc1_bias = grad_hidden.t() @ pooled, grad_hidden.sum(0)
+        grad_pooled = (grad_hidden @ fc1_weight.to(dtype)) / (height * width)
+        # d/d activation = grad * gate * excitation + the pooling's share, spread evenly.
+        grad_activation = grad * gate
+        torch.addcmul(grad_pooled[:, :, None, None].to(grad_activation.dtype), grad_activation,
+                      excitation[:, :, None, None], out=grad_activation)
+        weights = (grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias)
+        return ((None if ctx.first else grad), grad_activation, grad_gate,
+                *(g.to(w.dtype) for g, w in zip(weights, (fc1_weight, fc1_weight, fc2_weight, fc2_weight))))
 
 
 def _batchnorm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,10 +287,10 @@ class AtrousInvertedResidual(nn.Module):
         weight = weight * in_scale * out_scale[:, None]
         return conv_gelu(activation, x, weight[:, :, None, None], bias * out_scale + out_shift)
 
-    def branch(self, index: int, expanded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One branch's activation (depthwise conv -> BN -> GELU) and its ``(B, C)`` squeeze-and-
-        excitation scale; in eval mode the BatchNorm is folded into the convolution."""
-        (conv, norm, activation), excitation = self.branches[index]
+    def branch_activation(self, index: int, expanded: torch.Tensor) -> torch.Tensor:
+        """One branch's depthwise conv -> BN -> GELU (before its squeeze-and-excitation); in eval
+        mode the BatchNorm is folded into the convolution."""
+        (conv, norm, activation), _ = self.branches[index]
         if self.training:
             activated = activation(norm(conv(expanded)))
         else:
@@ -277,7 +301,7 @@ class AtrousInvertedResidual(nn.Module):
             else:
                 activated = conv_gelu(activation, expanded, weight, shift, conv.stride, conv.padding,
                                       conv.dilation, conv.groups)
-        return activated, excitation.scale(activated)
+        return activated
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expanded = self.expanded(x)
@@ -286,13 +310,13 @@ class AtrousInvertedResidual(nn.Module):
             expanded = expanded.contiguous()  # see CUDA_BRANCHES_CONTIGUOUS
         weights = torch.softmax(self.gate_logits(expanded), dim=1)
         fused = None
-        for index in range(len(self.branches)):
-            activated, excitation = self.branch(index, expanded)
+        for index, (_, excitation) in enumerate(self.branches):
+            activated = self.branch_activation(index, expanded)
             gate = weights[:, index : index + 1]
             if torch.is_grad_enabled():
-                fused = _GatedExcitation.apply(fused, activated, excitation, gate)
+                fused = _GatedExcitation.apply(fused, activated, gate, *excitation.matrices())
             else:  # nothing is saved for a backward pass: reuse the branch's map (see conv_gelu)
-                share = activated.mul_(excitation[:, :, None, None])
+                share = activated.mul_(excitation.scale(activated)[:, :, None, None])
                 fused = share.mul_(gate) if fused is None else fused.addcmul_(share, gate)
         projected = self.project(fused)
         if branch_layout:
