@@ -156,7 +156,7 @@ class SqueezeExcitation(nn.Module):
 
 
 def _pixels_by_channels(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, H*W, C)``, a view when ``x`` is channels-last (a copy otherwise)."""
+    """``(B, C, H, W)`` -> ``(B, H*W, C)``, a view when ``x`` is channels-last or NCHW-contiguous."""
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
@@ -190,14 +190,13 @@ class _GatedExcitation(torch.autograd.Function):
         dtype = torch.promote_types(grad.dtype, activation.dtype)
         products = grad.to(dtype) * activation
         gate_values, excitation_values = gate.to(dtype), excitation.to(dtype)
-        if products.is_contiguous():  # NCHW (the CUDA branches): (B, C, HW) is a view
-            columns = products.view(b, c, -1)
-            grad_excitation = torch.bmm(columns, gate_values.reshape(b, -1, 1)).view(b, c)
-            grad_gate = torch.bmm(excitation_values.view(b, 1, c), columns).view(gate.shape)
-        else:  # channels-last (the CPU): (B, HW, C) is a view
-            rows = _pixels_by_channels(products)
-            grad_excitation = torch.bmm(gate_values.reshape(b, 1, -1), rows).view(b, c)
-            grad_gate = torch.bmm(rows, excitation_values.view(b, c, 1)).view(gate.shape)
+        # (B, HW, C) is a view in both layouts (channels-last on the CPU, NCHW on CUDA). Both
+        # reductions are one-row products (MKL's one-column form is 2.4x slower), and the gate, a
+        # strided slice of all branches' weights, is copied to one dense row per image first
+        # (5x faster product at stage 1).
+        rows = _pixels_by_channels(products)
+        grad_excitation = torch.bmm(gate_values.reshape(b, 1, -1).contiguous(), rows).view(b, c)
+        grad_gate = torch.bmm(excitation_values.view(b, 1, c), rows.transpose(1, 2)).view(gate.shape)
         # The squeeze-and-excitation's small layers, by hand: sigmoid' = e(1-e), silu' = s(1 + h(1-s)).
         pooled, hidden = pooled.to(dtype), hidden.to(dtype)
         grad_logits = grad_excitation * excitation_values * (1 - excitation_values)
