@@ -14,9 +14,10 @@ Speed (README, Benchmarks, has the measurements). On CUDA every branch of an att
 through ONE ``scaled_dot_product_attention`` call: dilation only permutes pixels, so at a given
 stage every branch has the same number of 7x7 windows per image, and the branches are stacked along
 the head axis. On the CPU, where there are no kernel launches to save, the branches run one by one,
-each moved into its windows by one view and copy; inference uses SDPA's fused CPU kernel. A per-branch reference path that applies the
-paper's einops rearranges literally is kept (``set_reference_attention``): tests compare all three,
-and FLOPs are counted on it because it is the computation graph the paper describes.
+each moved into its windows by one view and copy, and inference uses SDPA's fused CPU kernel. A
+per-branch reference path that applies the paper's einops rearranges literally is kept
+(``set_reference_attention``): tests compare all three, and FLOPs are counted on it because it is
+the computation graph the paper describes.
 The convolution side has exact rewrites too: on the CPU, dilated depthwise convolutions train with
 hand-written backward passes on fast kernels (:mod:`accvit_med.models.depthwise`), BatchNorm
 treats channels-last maps as matrices, and the squeeze-and-excitation 1x1 convolutions on pooled
@@ -64,9 +65,6 @@ MLP_RATIO = 4
 # PyTorch's own depthwise kernel (the one torchvision's MaxViT gets in NCHW) needs NCHW input.
 # One copy in and one (4x smaller) copy out per layer buy that. Measured by benchmarks/gpu_variants.py.
 CUDA_BRANCHES_CONTIGUOUS = True
-
-# CPU inference runs window attention on SDPA's flash kernel (see _window_attention).
-CPU_FLASH_INFERENCE = True
 
 
 class BatchNorm(nn.BatchNorm2d):
@@ -203,7 +201,8 @@ class _GatedExcitation(torch.autograd.Function):
         squeezed = F.silu(hidden)
         grad_fc2_weight, grad_fc2_bias = grad_logits.t() @ squeezed, grad_logits.sum(0)
         sigmoid_hidden = torch.sigmoid(hidden)
-        grad_hidden = (grad_logits @ fc2_weight.to(dtype)) * sigmoid_hidden * (1 + hidden * (1 - sigmoid_hidden))
+        silu_slope = sigmoid_hidden * (1 + hidden * (1 - sigmoid_hidden))
+        grad_hidden = (grad_logits @ fc2_weight.to(dtype)) * silu_slope
         grad_fc1_weight, grad_fc1_bias = grad_hidden.t() @ pooled, grad_hidden.sum(0)
         grad_pooled = (grad_hidden @ fc1_weight.to(dtype)) / (height * width)
         # d/d activation = grad * gate * excitation + the pooling's share, spread evenly.
@@ -413,7 +412,7 @@ def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: t
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))
-    if CPU_FLASH_INFERENCE and not needs_grad:
+    if not needs_grad:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias
     return torch.matmul(scores.softmax(dim=-1), v)
