@@ -36,8 +36,7 @@ def _fvcore_total(model: torch.nn.Module) -> float:
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     # Traced without autograd, like count_flops: with gradients on, ACC-ViT trains its dilated
-    # depthwise convolutions through equivalent forms (custom backward, spread kernels) that are
-    # not the paper's graph.
+    # depthwise convolutions through hand-written backward passes that are not the paper's graph.
     with torch.no_grad():
         return analysis.total()
 

@@ -148,9 +148,15 @@ class SqueezeExcitation(nn.Module):
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The ``(B, C)`` channel weights that ``forward`` multiplies ``x`` by."""
-        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        hidden = F.silu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
-        return torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
+        return _excitation(F.adaptive_avg_pool2d(x, 1).flatten(1), *self.matrices())[1]
+
+
+def _excitation(pooled: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
+                fc2_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squeeze-and-excitation on pooled ``(B, C)`` features: fc1's output (before its SiLU) and
+    the ``(B, C)`` scale ``sigmoid(fc2(silu(fc1(pooled))))``."""
+    hidden = F.linear(pooled, fc1_weight, fc1_bias)
+    return hidden, torch.sigmoid(F.linear(F.silu(hidden), fc2_weight, fc2_bias))
 
 
 def _pixels_by_channels(x: torch.Tensor) -> torch.Tensor:
@@ -174,8 +180,8 @@ class _GatedExcitation(torch.autograd.Function):
     def forward(ctx, fused, activation, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
         dtype = activation.dtype  # under autocast: the dtype autocast gave the branch's map
         pooled = activation.mean((2, 3))
-        hidden = F.linear(pooled, fc1_weight.to(dtype), fc1_bias.to(dtype))
-        excitation = torch.sigmoid(F.linear(F.silu(hidden), fc2_weight.to(dtype), fc2_bias.to(dtype)))
+        weights = (fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        hidden, excitation = _excitation(pooled, *(w.to(dtype) for w in weights))
         ctx.save_for_backward(activation, gate, pooled, hidden, excitation, fc1_weight, fc2_weight)
         ctx.first = fused is None
         excited = activation * excitation[:, :, None, None]
@@ -663,12 +669,16 @@ class ACCViT(nn.Module):
         return self.classifier(self.forward_features(x))
 
 
+def reference_path_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules with a ``use_reference`` switch between the paper's graph and the fast path."""
+    return [m for m in model.modules() if isinstance(m, (AtrousAttention, AtrousInvertedResidual))]
+
+
 def set_reference_attention(model: nn.Module, enabled: bool = True) -> None:
     """Switch every atrous attention layer to the per-branch einops path (or back to the fast one),
     and every downsampling convolution gate to pooling before its 1x1 convolution."""
-    for module in model.modules():
-        if isinstance(module, (AtrousAttention, AtrousInvertedResidual)):
-            module.use_reference = enabled
+    for module in reference_path_modules(model):
+        module.use_reference = enabled
 
 
 def build_acc_vit(name: str, num_classes: int = 1000, drop_path_rate: float | None = None) -> ACCViT:

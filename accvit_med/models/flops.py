@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from accvit_med.models.acc_vit import AtrousAttention, AtrousInvertedResidual
+from accvit_med.models.acc_vit import reference_path_modules
 
 aten = torch.ops.aten
 
@@ -115,13 +115,13 @@ def count_flops(model: nn.Module, image_size: int = 224, *, reference_attention:
 
     The model is left as it was: mode, attention path and BatchNorm running statistics are restored.
     """
-    attention = [m for m in model.modules() if isinstance(m, (AtrousAttention, AtrousInvertedResidual))]
-    previous_paths = [m.use_reference for m in attention]
+    switchable = reference_path_modules(model)
+    previous_paths = [m.use_reference for m in switchable]
     was_training = model.training
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     device = next(model.parameters()).device
     try:
-        for module in attention:
+        for module in switchable:
             module.use_reference = reference_attention
         model.train()
         counter = FvcoreStyleCounter()
@@ -129,7 +129,7 @@ def count_flops(model: nn.Module, image_size: int = 224, *, reference_attention:
             model(torch.zeros(1, 3, image_size, image_size, device=device))
         return counter.total
     finally:
-        for module, path in zip(attention, previous_paths):
+        for module, path in zip(switchable, previous_paths):
             module.use_reference = path
         model.train(was_training)
         with torch.no_grad():
