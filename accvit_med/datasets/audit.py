@@ -66,15 +66,15 @@ def near_duplicates(
     Clusters are transitive (single linkage), so a chain of near-duplicates is one cluster.
     """
     import imagehash
-    from PIL import Image
 
     from accvit_med.datasets.imagecheck import progress_bar
+    from accvit_med.datasets.imagepolicy import open_image
 
     hashes = np.zeros(len(paths), dtype=np.uint64)
     with progress_bar(progress) as bar:
         for i, rel in enumerate(bar.track(paths, description="perceptual hashes")):
-            with Image.open(root / rel) as image:
-                bits = imagehash.phash(image.convert("L")).hash.flatten()
+            # The image policy's opening: upright, and a bad image is one line naming it.
+            bits = imagehash.phash(open_image(root / rel, draft_size=64).convert("L")).hash.flatten()
             hashes[i] = np.packbits(bits).view(">u8")[0]
     parent = list(range(len(paths)))
 

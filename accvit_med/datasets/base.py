@@ -14,6 +14,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from accvit_med.datasets.imagepolicy import is_candidate_name
 from accvit_med.errors import UserError
 
 REQUIRED_COLUMNS = ("path", "label", "group")
@@ -61,7 +62,8 @@ def check_data_root(root: str | os.PathLike, dataset: str) -> Path:
 def walk_files(root: Path, max_depth: int) -> Iterable[tuple[str, os.DirEntry]]:
     """Yield (relative POSIX path, entry) for every file below ``root``, breadth first, sorted.
 
-    Hidden entries and macOS ``__MACOSX`` folders (left by many zips) are skipped.
+    What the image policy never takes as input (hidden and AppleDouble files, ``__MACOSX``,
+    ``Thumbs.db``, our cache folder) is skipped.
     """
     level = [("", root)]
     for depth in range(max_depth + 1):
@@ -72,7 +74,7 @@ def walk_files(root: Path, max_depth: int) -> Iterable[tuple[str, os.DirEntry]]:
             except (PermissionError, NotADirectoryError):
                 continue
             for entry in entries:
-                if entry.name.startswith(".") or entry.name == "__MACOSX":
+                if not is_candidate_name(entry.name):
                     continue
                 rel = f"{rel_dir}{entry.name}"
                 if entry.is_dir():

@@ -23,6 +23,7 @@ from accvit_med.datasets.base import (
     finish_frame,
     relative_to_root,
 )
+from accvit_med.datasets.imagepolicy import is_candidate_name
 from accvit_med.errors import UserError
 
 CLASSES = ["benign", "malignant", "normal"]
@@ -39,7 +40,7 @@ def load(root: str | os.PathLike) -> SampleTable:
         masks: dict[str, list[str]] = {}
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             stem, ext = os.path.splitext(entry.name)
-            if not entry.is_file() or entry.name.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS:
+            if not entry.is_file() or not is_candidate_name(entry.name) or ext.lower() not in IMAGE_EXTENSIONS:
                 continue
             rel = relative_to_root(root, folder) + entry.name
             mask = MASK_STEM.match(stem)
@@ -80,7 +81,7 @@ def _find_class_folders(root: Path) -> Path:
             return found[0]
         level = sorted(
             Path(e.path) for p in level for e in os.scandir(p)
-            if e.is_dir() and not e.name.startswith(".") and e.name != "__MACOSX"
+            if e.is_dir() and is_candidate_name(e.name)
         )
     raise UserError(
         f"BUSI layout not found in '{root}': expected Dataset_BUSI_with_GT/ with benign/, "

@@ -4,7 +4,7 @@ EyePACS photographs are several megapixels; decoding and resizing them every epo
 training time. :func:`decode_resized` decodes straight to about twice the target size (JPEG draft
 mode, which the decoder does almost for free) and applies the fixed geometry of
 :func:`accvit_med.datasets.transforms.resize_and_center_crop`. :class:`ImageCache` stores that
-result as a lossless PNG keyed by the source's path, size, modification time and the target size,
+result as a lossless PNG keyed by the source's path, size, modification time, the target size and the image policy's version,
 so a changed or replaced image is decoded again and a cached run sees the pixels an uncached run
 sees. Default location: ``<data root>/.accvit-cache/<size>/``.
 """
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from accvit_med.datasets.imagepolicy import CACHE_FOLDER, POLICY_VERSION, open_image
 from accvit_med.datasets.transforms import GEOMETRY_VERSION, resize_and_center_crop
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_bytes
 
-CACHE_FOLDER = ".accvit-cache"
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -39,18 +39,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_resized(path: str | os.PathLike, size: int) -> Image.Image:
-    """Decode ``path`` as RGB at ``size x size``; an unreadable file is a UserError naming it."""
-    try:
-        with Image.open(path) as image:
-            # JPEG only: decode at the smallest 1/2^k scale that still keeps 2x the target size.
-            image.draft("RGB", (2 * size, 2 * size))
-            image.load()
-            rgb = _to_rgb(image)
-    except FileNotFoundError:
-        raise UserError(f"image '{path}' does not exist; check --data-dir or rebuild the split") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"cannot read image '{path}' ({err}); remove it from the split or replace the file") from None
-    return resize_and_center_crop(rgb, size)
+    """Decode ``path`` upright as RGB at ``size x size``; an unreadable file is a UserError naming it."""
+    # JPEG only: decode at the smallest 1/2^k scale that still keeps 2x the target size.
+    return resize_and_center_crop(_to_rgb(open_image(path, draft_size=2 * size)), size)
 
 
 def default_cache_dir(data_root: str | os.PathLike) -> Path:
@@ -70,7 +61,7 @@ class ImageCache:
             stat = source.stat()
         except FileNotFoundError:
             raise UserError(f"image '{source}' does not exist; check --data-dir or rebuild the split") from None
-        key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}|{GEOMETRY_VERSION}"
+        key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}|{GEOMETRY_VERSION}|policy{POLICY_VERSION}"
         digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
         return self.folder / digest[:2] / f"{digest}.png"
 

@@ -16,6 +16,7 @@ from accvit_med.datasets.base import (
     check_data_root,
     finish_frame,
 )
+from accvit_med.datasets.imagepolicy import is_candidate_name
 from accvit_med.errors import UserError
 
 # Class folders may have their own subfolders (per patient, per scanner...).
@@ -26,7 +27,7 @@ def load(root: str | os.PathLike) -> SampleTable:
     root = check_data_root(root, "image-folder")
     rows = []
     class_dirs = sorted(
-        (e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".") and e.name != "__MACOSX"),
+        (e for e in os.scandir(root) if e.is_dir() and is_candidate_name(e.name)),
         key=lambda e: e.name,
     )
     classes = []

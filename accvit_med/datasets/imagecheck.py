@@ -1,4 +1,4 @@
-"""``--check``: open every image and list those that cannot be decoded.
+"""``--check``: open every image under the image policy and list those that cannot be read.
 
 A truncated download or a zero-byte file otherwise surfaces hours later, mid-epoch, as a crash in
 a data-loader worker. JPEGs are decoded in draft mode (reduced DCT scale): it still reads every
@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,6 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from accvit_med.datasets.imagepolicy import image_problem
 
 
 class _RateColumn(ProgressColumn):
@@ -45,24 +46,6 @@ def progress_bar(enabled: bool = True) -> Progress:
     )
 
 
-def image_problem(path: Path) -> str | None:
-    """None if ``path`` decodes as an image, else a short reason."""
-    try:
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (64, 64))
-            image.load()
-            if image.width < 1 or image.height < 1:
-                return "empty image"
-    except FileNotFoundError:
-        return "missing file"
-    except UnidentifiedImageError:
-        return "not an image"
-    except (OSError, SyntaxError, ValueError) as err:  # Pillow's truncated/corrupt-data errors
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
-    return None
-
-
 def find_unreadable(root: Path, paths: Sequence[str], progress: bool = True) -> list[tuple[str, str]]:
     """``[(path, reason), ...]`` for the images below ``root`` that cannot be decoded.
 
@@ -71,7 +54,8 @@ def find_unreadable(root: Path, paths: Sequence[str], progress: bool = True) -> 
     workers = min(8, os.cpu_count() or 1)
     problems = []
     with ThreadPoolExecutor(workers) as pool, progress_bar(progress) as bar:
-        results = pool.map(image_problem, (root / p for p in paths))
+        # The policy's opening (EXIF, bombs, truncation) and, below a data root, symlinks leaving it.
+        results = pool.map(lambda p: image_problem(root / p, None if root == Path(".") else root), paths)
         for i, reason in enumerate(bar.track(results, total=len(paths), description="checking images")):
             if reason is not None:
                 problems.append((paths[i], reason))

@@ -9,6 +9,7 @@ from typing import Iterable
 from rich.console import Console
 from rich.progress import Progress
 
+from accvit_med.datasets.imagepolicy import is_candidate
 from accvit_med.datasets.imagecheck import find_unreadable, progress_bar
 from accvit_med.errors import UserError
 
@@ -19,13 +20,17 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", 
 def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Files as given (whatever their extension) and, under each folder, every image file, sorted.
 
+    Below a folder, what the image policy never takes as input (hidden and AppleDouble files, our
+    ``.accvit-cache``) is left out.
+
     A path named twice (or found under two folders given) is listed once, at its first place.
     """
     found: dict[Path, None] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            below = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            below = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and is_candidate(p, path))
             if not below:
                 raise UserError(f"folder '{path}' holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); pass another folder")
             found.update(dict.fromkeys(below))

@@ -97,12 +97,32 @@ def _few(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _policy_loader(path: str):
+    from accvit_med.datasets.imagepolicy import open_image
+    from accvit_med.datasets.torchdata import ImageReadError
+
+    try:
+        return open_image(path).convert("RGB")
+    except UserError as err:  # re-raised from a DataLoader worker as one line (see ImageReadError)
+        raise ImageReadError(str(err)) from None
+
+
+def _is_image_file(path: str, split_dir: Path) -> bool:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from accvit_med.datasets.imagepolicy import is_candidate
+
+    return path.lower().endswith(IMG_EXTENSIONS) and is_candidate(path, split_dir)
+
+
 def image_folder(split_dir: Path, transform):
     """torchvision's ImageFolder on ``split_dir``, with its errors turned into UserErrors."""
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(str(split_dir), transform=transform)
+        # The image policy: no hidden/AppleDouble files, upright, one-line errors for bad images.
+        return ImageFolder(str(split_dir), transform=transform, loader=_policy_loader,
+                           is_valid_file=lambda p: _is_image_file(p, split_dir))
     except FileNotFoundError as err:
         raise UserError(f"{split_dir}: {err}; every class folder needs at least one image") from None
 
