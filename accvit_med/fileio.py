@@ -22,6 +22,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); what we write is meant to be shared as the user's
+        # umask says (0644 by default), like a file written with open().
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
@@ -31,6 +34,43 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def check_writable(folder: str | os.PathLike, option: str = "--out") -> None:
+    """Raise a one-line UserError unless files can be created in ``folder`` (or where it would be made).
+
+    Checked before long work starts, by creating and removing a probe file in the nearest existing
+    folder: this catches read-only file systems and missing permissions alike.
+    """
+    from accvit_med.errors import UserError
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"cannot write to {option} '{folder}': '{existing}' is a file; choose another {option}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".accvit-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(f"cannot write to {option} '{folder}' ({reason}); choose a writable {option}") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -33,7 +33,7 @@ class _Group(TyperGroup):
             if ctx.meta.get("accvit_med.debug"):
                 raise
             typer.echo(f"{PROG}: error: {err}", err=True)
-            raise typer.Exit(code=UserError.exit_code) from None
+            raise typer.Exit(code=err.exit_code) from None
 
 
 app = typer.Typer(

@@ -99,3 +99,30 @@ def eval_loader(dataset: SplitImageDataset, config: FinetuneConfig, ctx: DistCon
         num_workers=config.workers,
         pin_memory=pin_memory,
     )
+
+
+def check_images(data: RunData, progress: bool = False) -> None:
+    """Open every image of the run under the image policy; the first bad one is a one-line UserError.
+
+    Images whose cache entry exists were decoded under this policy already (the entry's key holds
+    the policy version) and are not opened again, so a cached dataset is checked in moments.
+    """
+    from accvit_med.datasets.imagecheck import find_unreadable
+
+    for part in (data.train, data.val, data.test):
+        paths = part.paths
+        if part.cache is not None:
+            paths = [p for p in paths if not _cached(part.cache, part.root / p)]
+        problems = find_unreadable(part.root, paths, progress=progress)
+        if problems:
+            first, reason = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise UserError(f"cannot read image '{part.root / first}' (unreadable: {reason}){more}; "
+                            "remove it from the split (accvit-med split --check) or replace the file")
+
+
+def _cached(cache: ImageCache, source: Path) -> bool:
+    try:
+        return cache.entry(source).exists()
+    except UserError:  # a missing source: find_unreadable names it
+        return False

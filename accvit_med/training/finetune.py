@@ -22,8 +22,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from accvit_med.errors import UserError
-from accvit_med.fileio import atomic_write_json, atomic_write_text
+from accvit_med.errors import TrainingDiverged, UserError
+from accvit_med.fileio import atomic_write_json, atomic_write_text, check_writable
 from accvit_med.training import data as rundata
 from accvit_med.training.checkpoint import (
     capture_rng_state,
@@ -40,11 +40,11 @@ from accvit_med.training.distributed import (
     shutdown_distributed,
 )
 from accvit_med.training.evaluation import evaluate_part, write_final_outputs
-from accvit_med.training.loop import epoch_seed, seed_everything, train_one_epoch
+from accvit_med.training.loop import NonFiniteLoss, epoch_seed, seed_everything, train_one_epoch
 from accvit_med.training.modelling import FROM_SCRATCH_WARNING, build_model, check_model_choice, resolve_device
 from accvit_med.training.progress import EpochBar
 from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig
-from accvit_med.training.run_dir import RunDir, check_run_dir, default_run_path, prepare_run_dir
+from accvit_med.training.run_dir import RunDir, check_run_dir, default_run_path, prepare_run_dir, release_run_dir
 from accvit_med.training.splits import load_run_split
 
 # A model factory builds a network for a number of classes; library users and tests may pass one
@@ -125,6 +125,7 @@ def finetune(
     console = console or Console(stderr=True)
     run_path = resolve_run_path(config, out, name)
     checkpoint = None
+    check_writable(run_path)
     check_run_dir(run_path, resume=resume, force=force)
     if resume:
         checkpoint = load_checkpoint(RunDir(run_path).last)
@@ -148,6 +149,8 @@ def finetune(
     seed_everything(config.seed)  # the new head's initial weights
     model, weights_spec = build_model(config, len(split.classes), model_factory)
     data = rundata.build_run_data(split, config)
+    # Every image is opened now, so a bad one stops the command before the run directory exists.
+    rundata.check_images(data, progress=console.is_terminal)
 
     ctx = init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -168,6 +171,7 @@ def finetune(
             return _train(config, split, dataset, RunDir(run_path), ctx, device, checkpoint, model, weights_spec,
                           data, model_factory, command, console)
     finally:
+        release_run_dir(run_path)
         shutdown_distributed(ctx)
 
 
@@ -306,6 +310,14 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
                 atomic_write_text(run.history, _history_csv(history))
                 console.print(_summary_line(row, config.epochs, improved, stopped_early), soft_wrap=True)
             barrier(ctx)
+    except NonFiniteLoss as err:
+        done = len(history)
+        kept = f"'{run.last}' keeps epoch {done}, the last good one" + (
+            f", '{run.best}' epoch {best_epoch}" if run.best.is_file() else "")
+        raise TrainingDiverged(
+            f"training diverged: the loss became {err.value} at epoch {epoch}, step {err.step}; stopped, {kept}; "
+            f"try a lower --lr (now {config.lr:g}), --no-amp, or gradient clipping (clip_grad_norm in --config)"
+        ) from None
     except KeyboardInterrupt:
         if ctx.is_main:
             done = len(history)
@@ -316,6 +328,11 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
             )
         raise
 
+    if not run.best.is_file():  # every validation loss was NaN: no weights to report
+        raise TrainingDiverged(
+            f"training diverged: no epoch gave a finite validation loss, so there is no best.pt; '{run.last}' "
+            f"keeps epoch {len(history)}; try a lower --lr (now {config.lr:g}) or --no-amp"
+        )
     # The reported numbers come from the best-validation-loss weights, as in the paper.
     best = load_checkpoint(run.best)
     model.load_state_dict(best["model"])

@@ -64,6 +64,28 @@ def eval_indices(num_samples: int, ctx: DistContext) -> list[int]:
     return list(range(ctx.rank, num_samples, ctx.world_size))
 
 
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite at ``step`` (1-based, within the epoch).
+
+    Raised before the optimizer step, so the weights (and every checkpoint) stay finite.
+    """
+
+    def __init__(self, step: int, value: float):
+        super().__init__(f"non-finite training loss {value} at step {step}")
+        self.step = step
+        self.value = value
+
+
+def check_finite_loss(loss: torch.Tensor, step: int, ctx: DistContext) -> None:
+    """Raise :class:`NonFiniteLoss` on every rank when any rank's loss is not finite."""
+    value = float(loss.detach())
+    bad = not math.isfinite(value)
+    if ctx.enabled:  # every rank must stop at the same step, or the others wait forever
+        bad = all_reduce_sum(ctx, [float(bad)])[0] > 0
+    if bad:
+        raise NonFiniteLoss(step, value)
+
+
 @dataclass
 class EpochTotals:
     loss_sum: float = 0.0
@@ -103,12 +125,13 @@ def train_one_epoch(
     delay = float(os.environ.get(BATCH_DELAY_ENV, "0") or 0)
     totals = EpochTotals()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for images, targets, _rows in batches:
+    for step, (images, targets, _rows) in enumerate(batches, start=1):
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
         with autocast_context(device, amp_dtype):
             logits = model(images)
             loss = criterion(logits, targets)
+        check_finite_loss(loss, step, ctx)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip_grad_norm:
