@@ -6,7 +6,7 @@ colour, outline and texture of a lesion-like blob, then runs the three stages th
 functions the CLI commands call: split (``create_split``) -> fine-tune (``finetune``, one ACC-ViT
 and one baseline) -> report (``write_report``). Everything lands in one folder::
 
-    <out>/demo.json                 the demo's settings (also marks the folder as a demo folder)
+    <out>/demo.json                 the demo's settings (.accvit-med.json marks the folder as a demo)
     <out>/demo-recipe.toml          the fine-tuning recipe file both runs were given (--config)
     <out>/data/                     the synthetic HAM10000 (and its resized-image cache)
     <out>/splits/ham10000.{csv,json}
@@ -20,36 +20,42 @@ a smoke demonstration that the loop learns, not the paper's protocol.
 from __future__ import annotations
 
 import os
-import shutil
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from rich.console import Console
-from torch import nn
 
 from accvit_med.errors import UserError
-from accvit_med.fileio import atomic_write_json, atomic_write_text
+from accvit_med.fileio import atomic_write_json, atomic_write_text, check_writable
+from accvit_med.ownership import check_replaceable, remove_owned, write_marker
 
 DEFAULT_OUT = "accvit-demo"
 DATASET = "ham10000"
 MARKER = "demo.json"
+DEMO_KIND = "demo"
+# Top-level names of a demo folder (its .accvit-med.json marker lists them; anything else is the user's).
+DEMO_CONTENTS = (MARKER, "demo-recipe.toml", "data", "splits", "runs", "report")
 # accvit_femto is the smallest ACC-ViT; convnext_tiny is the cheapest baseline to train at 224 on
 # a CPU (measured: ~0.6x the time per image of swin_t, ~0.5x of maxvit_t and of accvit_femto).
 DEFAULT_MODELS = ("accvit_femto", "convnext_tiny")
+
+# ACC-ViT (like MaxViT) uses BatchNorm with momentum 0.01, set for fine-tuning pretrained weights
+# over many thousand steps. From scratch in a demo's ~60 steps its running statistics stay near their
+# initial values and evaluation sits at chance (measured: validation accuracy 0.14 after 6 epochs
+# with 0.01, 0.29 with 0.1, the same training losses). The demo's recipe sets PyTorch's default 0.1
+# (recipe key batchnorm_momentum: the runs stay ordinary runs that predict and gradcam load).
+DEMO_BATCHNORM_MOMENTUM = 0.1
 
 # From scratch, the paper's 5e-5 barely moves a network in a few epochs. Measured on an idle
 # 2-core CPU (210 images, 10 epochs, accvit_femto): lr 1e-3 with light RandAugment stayed at
 # chance (test macro-F1 0.13); lr 3e-4 without RandAugment reached 0.65 in 258 s. RandAugment is
 # off: its colour operations hide the synthetic colour cue in so few steps.
-DEMO_RECIPE = {"lr": 3e-4, "batch_size": 8, "randaugment_ops": 0, "randaugment_magnitude": 5}
+DEMO_RECIPE = {"lr": 3e-4, "batch_size": 8, "randaugment_ops": 0, "randaugment_magnitude": 5,
+               "batchnorm_momentum": DEMO_BATCHNORM_MOMENTUM}
 
-# ACC-ViT (like MaxViT) uses BatchNorm with momentum 0.01, set for fine-tuning pretrained weights
-# over many thousand steps. From scratch in a demo's ~60 steps its running statistics stay near their
-# initial values and evaluation sits at chance (measured: validation accuracy 0.14 after 6 epochs
-# with 0.01, 0.29 with 0.1, the same training losses). The demo's networks use PyTorch's default 0.1.
-DEMO_BATCHNORM_MOMENTUM = 0.1
 
 # Baselines get 70% of ACC-ViT's epochs: ConvNeXt-T costs ~30% more per epoch on a 2-core CPU
 # and had learnt the synthetic task by epoch 6 of 10 (validation accuracy 0.95), while the full
@@ -94,8 +100,17 @@ class DemoResult:
             lines.append(f"  {model:<14} {100 * f1:5.1f}%{interval}")
         lines.append(f"chance level (7 balanced classes): {100 / 7:.1f}%")
         lines.append(f"report: {self.report_md}")
+        lines.append(f"try: {predict_command(next(iter(self.run_dirs.values())), self.data_dir)}")
         lines.append(f"demo finished in {self.seconds / 60:.1f} min; everything is under {self.out_dir}/")
         return lines
+
+
+def predict_command(run_dir: Path, data_dir: Path) -> str:
+    """An ``accvit-med predict`` command line for ``run_dir`` on one image of ``data_dir``."""
+    from accvit_med.interpret.images import collect_images
+
+    image = collect_images([data_dir])[0]
+    return f"accvit-med predict --run {shlex.quote(str(run_dir))} {shlex.quote(str(image))}"
 
 
 def run_demo(
@@ -177,9 +192,8 @@ def run_demo(
             "--weights", "none", "--epochs", str(configs[model].epochs), "--image-size", str(image_size), "--seed", str(seed),
             "--workers", str(workers), "--cache", "--config", str(recipe_file), "--out", str(run_dir),
         ]
-        console.print(f"[bold]3/4 finetune ({number}/{len(models)})[/]: as {' '.join(command)} (BatchNorm momentum {DEMO_BATCHNORM_MOMENTUM})", soft_wrap=True)
-        result = finetune(configs[model], out=str(run_dir), command=command, console=console,
-                          model_factory=_demo_model_factory(model, image_size))
+        console.print(f"[bold]3/4 finetune ({number}/{len(models)})[/]: {' '.join(command)}", soft_wrap=True)
+        result = finetune(configs[model], out=str(run_dir), command=command, console=console)
         run_dirs[model] = result.run_dir
 
     report_dir = out / "report"
@@ -195,31 +209,15 @@ def run_demo(
                       time.perf_counter() - started)
 
 
-def _demo_model_factory(name: str, image_size: int) -> Callable[[int], nn.Module]:
-    """The registry's ``name`` at random initialisation, with faster BatchNorm statistics."""
-    from accvit_med.models import create_model
-
-    def build(num_classes: int) -> nn.Module:
-        model = create_model(name, num_classes=num_classes, image_size=image_size)
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = DEMO_BATCHNORM_MOMENTUM
-        return model
-
-    build.__qualname__ = f"{name} (random init, BatchNorm momentum {DEMO_BATCHNORM_MOMENTUM}; accvit-med demo)"
-    return build
-
-
 def _claim_folder(out: Path, force: bool) -> None:
-    """Refuse an existing demo folder (or delete it with ``force``); never touch any other folder."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"'{out}' exists and is not a folder; pass another --out")
-    if not any(out.iterdir()):
-        return
-    if not (out / MARKER).is_file():
-        raise UserError(f"'{out}' is not empty and holds no demo ({MARKER} missing); pass an empty or new --out folder")
-    if not force:
-        raise UserError(f"demo folder '{out}' already exists; pass --force to replace it, or another --out")
-    shutil.rmtree(out)
+    """Refuse an existing demo folder (or delete it with ``force``) and mark ``out`` as a demo folder.
+
+    Only a folder whose marker proves it is one of our demos, holding nothing else, is deleted.
+    """
+    if out.exists() and out.is_dir() and any(out.iterdir()):
+        check_replaceable(out, DEMO_KIND)  # a user's folder is refused, with or without --force
+        if not force:
+            raise UserError(f"demo folder '{out}' already exists; pass --force to replace it, or another --out")
+        remove_owned(out, DEMO_KIND)
+    check_writable(out)
+    write_marker(out, DEMO_KIND, DEMO_CONTENTS)

@@ -119,8 +119,9 @@ def _refusal(folder: Path, kind: str) -> Optional[str]:
                 "choose a new output folder")
     marker = read_marker(folder)
     if marker is None:
-        return (f"'{folder}' holds no {MARKER_NAME} marker (not written by this accvit-med, or by an older "
-                "version); it is left untouched: remove it by hand or choose another output folder")
+        return (f"'{folder}' is not an accvit-med {kind} folder (no {MARKER_NAME} marker; older "
+                "accvit-med versions wrote none); it is left untouched: remove it by hand or "
+                "choose another output folder")
     if marker.get("kind") != kind:
         return (f"'{folder}' is an accvit-med {marker.get('kind')} folder, not a {kind} folder; "
                 "choose another output folder")

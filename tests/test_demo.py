@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,8 @@ from typer.testing import CliRunner
 
 from accvit_med.cli import app
 from accvit_med.datasets.synthetic import HAM_CLASSES, HAM_METADATA_COLUMNS
-from accvit_med.demo import DEMO_RECIPE, MARKER, run_demo
+from accvit_med.demo import DEMO_CONTENTS, DEMO_KIND, DEMO_RECIPE, MARKER, run_demo
+from accvit_med.ownership import MARKER_NAME, write_marker
 from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
 
@@ -85,7 +87,9 @@ def test_run_directory_holds_every_file(quick_demo, model):
     for name in RUN_FILES:
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == model and "random init, BatchNorm momentum 0.1" in config["model_factory"]
+    # An ordinary registry run: the BatchNorm momentum is a recipe key, not a custom network.
+    assert config["model"] == model and config["model_factory"] is None
+    assert config["recipe"]["batchnorm_momentum"] == DEMO_RECIPE["batchnorm_momentum"] == 0.1
     assert config["recipe"]["lr"] == DEMO_RECIPE["lr"] and config["recipe"]["cache"] is True
     assert config["recipe"]["randaugment_ops"] == DEMO_RECIPE["randaugment_ops"]
     assert config["command"][:2] == ["accvit-med", "finetune"]
@@ -134,20 +138,21 @@ def test_refuses_to_overwrite_an_existing_demo(quick_demo):
 def test_never_deletes_a_folder_that_is_not_a_demo(tmp_path):
     (tmp_path / "thesis.tex").write_text("precious")
     result = CliRunner().invoke(app, ["demo", "--quick", "--force", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and MARKER in result.stderr
+    assert result.exit_code == 2 and MARKER_NAME in result.stderr and "not an accvit-med demo folder" in result.stderr
     assert (tmp_path / "thesis.tex").read_text() == "precious"
 
 
 def test_library_run_replaces_an_earlier_demo_with_force(tmp_path):
     out = tmp_path / "demo"
-    out.mkdir()
+    write_marker(out, DEMO_KIND, DEMO_CONTENTS)  # an earlier demo, as run_demo marks it
     (out / MARKER).write_text("{}")
-    (out / "stale.txt").write_text("from an earlier demo")
+    (out / "runs").mkdir()
+    (out / "runs" / "stale.txt").write_text("from an earlier demo")
     with pytest.raises(UserError, match="already exists"):
         run_demo(out, per_class=5)
     result = run_demo(out, per_class=5, images_per_lesion=2, jpeg_size=(120, 90), models=["accvit_femto"],
                       epochs=1, n_boot=20, force=True, progress=False)
-    assert not (out / "stale.txt").exists()
+    assert not (out / "runs" / "stale.txt").exists()
     assert json.loads((out / MARKER).read_text())["models"] == ["accvit_femto"]
     assert result.run_dirs == {"accvit_femto": out / "runs" / "ham10000" / "accvit_femto" / "seed42"}
     assert result.report_md.is_file() and result.split_csv.is_file()
@@ -170,3 +175,14 @@ def test_baselines_get_fewer_epochs_than_acc_vit():
     assert _epochs_for("accvit_femto", 10) == 10
     assert _epochs_for("convnext_tiny", 10) == 7
     assert _epochs_for("convnext_tiny", 1) == 1
+
+
+def test_printed_predict_command_works(quick_demo, tmp_path):
+    """The demo's "try: accvit-med predict ..." line runs as printed (demo runs are ordinary runs)."""
+    out, result = quick_demo
+    line = next(l for l in result.stdout.splitlines() if l.startswith("try: accvit-med predict "))
+    args = shlex.split(line[len("try: "):])[1:]
+    predicted = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "p.csv"), "--workers", "0"])
+    assert predicted.exit_code == 0, predicted.output + predicted.stderr
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert len(frame) == 1 and frame["pred"].iloc[0] in HAM_CLASSES

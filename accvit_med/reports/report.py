@@ -23,7 +23,8 @@ import numpy as np
 
 from accvit_med import __version__
 from accvit_med.errors import UserError
-from accvit_med.fileio import atomic_write_json, atomic_write_text
+from accvit_med.fileio import atomic_write_json, atomic_write_text, check_writable
+from accvit_med.ownership import check_replaceable, write_marker
 from accvit_med.reports import figures, tables
 from accvit_med.reports.bootstrap import (CI_LEVEL, DEFAULT_RESAMPLES, bootstrap_scores,
                                           paired_difference)
@@ -149,13 +150,19 @@ def write_report(
     return result
 
 
+REPORT_KIND = "report"
+
+
 def _check_out_dir(out_dir: Path) -> None:
+    resolved, cwd = out_dir.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        # The report replaces its folder as a whole, which the current folder cannot be.
+        raise UserError(f"--out '{out_dir}' is the current folder or one of its parents; pass a new folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out '{out_dir}' is a file; pass a folder for the report")
-    # The report replaces the folder: never do that to a folder it did not write.
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.json").is_file():
-        raise UserError(f"--out '{out_dir}' exists and is not an accvit-med report folder; "
-                        "pass a new or empty folder")
+    check_writable(out_dir.parent if out_dir.exists() else out_dir)
+    # The report replaces the folder: only one whose marker proves we wrote it, holding nothing else.
+    check_replaceable(out_dir, REPORT_KIND)
 
 
 def _prepare_dataset(name: str, group: list[RunInput], paired: bool) -> list[tuple[str, RunInput]]:
@@ -284,7 +291,10 @@ def _write_folder(result: ReportResult, settings: dict, progress: bool) -> None:
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; a report is meant to be shared
         files = _write_contents(result, settings, staging, progress)
-        if out_dir.exists():
+        # Top-level names only: what remove_owned may later find there and delete with the report.
+        write_marker(staging, REPORT_KIND, {f.split("/")[0] for f in files})
+        if out_dir.exists() and any(out_dir.iterdir()):
+            check_replaceable(out_dir, REPORT_KIND)  # again: the folder may have changed meanwhile
             retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
             os.replace(out_dir, retired / "report")
             os.replace(staging, out_dir)

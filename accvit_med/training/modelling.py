@@ -99,9 +99,23 @@ def build_model(
             config.model, num_classes=num_classes, weights=None if spec == "none" else spec, image_size=config.image_size
         )
         record = weights_record(spec, config.model)
+    if config.batchnorm_momentum is not None:
+        set_batchnorm_momentum(model, config.batchnorm_momentum)
     if config.grad_checkpointing:
         _enable_checkpointing(model)
     return model, record
+
+
+def set_batchnorm_momentum(model: nn.Module, momentum: float) -> int:
+    """Set every BatchNorm layer's running-statistics momentum; returns how many layers it set.
+
+    The momentum only changes how training updates the running statistics, never the weights'
+    shapes, so a run trained with it loads like any other run of its registry model.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.momentum = momentum
+    return len(layers)
 
 
 def _enable_checkpointing(model: nn.Module) -> None:

@@ -46,6 +46,9 @@ class FinetuneConfig:
     patience: Optional[int] = None  # early stopping on validation loss; None = train all epochs
     balance: str = "none"
     seed: int = 42
+    # BatchNorm running-statistics momentum; None keeps each network's own (not in the paper; the
+    # demo's short from-scratch runs use 0.1 so the statistics catch up within a few epochs).
+    batchnorm_momentum: Optional[float] = None
     # How to run it (these never change the numbers on CPU, except amp).
     device: str = "auto"
     amp: bool = False
@@ -71,6 +74,8 @@ class FinetuneConfig:
             raise UserError(f"--workers must be 0 or more, got {self.workers}")
         if self.patience is not None and self.patience < 1:
             raise UserError(f"--patience must be at least 1, got {self.patience}")
+        if self.batchnorm_momentum is not None and not 0 < self.batchnorm_momentum <= 1:
+            raise UserError(f"batchnorm_momentum must be in (0, 1], got {self.batchnorm_momentum}")
         if self.balance not in BALANCE_CHOICES:
             raise UserError(f"--balance must be one of {', '.join(BALANCE_CHOICES)}, got '{self.balance}'")
         if self.device not in DEVICE_CHOICES and not str(self.device).startswith("cuda:"):
@@ -148,7 +153,7 @@ def _coerce(name: str, value: Any) -> Any:
 _FIELD_KINDS: dict[str, type] = {
     **{name: int for name in ("epochs", "batch_size", "image_size", "randaugment_ops",
                               "randaugment_magnitude", "patience", "seed", "workers")},
-    **{name: float for name in ("lr", "weight_decay", "label_smoothing", "clip_grad_norm")},
+    **{name: float for name in ("lr", "weight_decay", "label_smoothing", "clip_grad_norm", "batchnorm_momentum")},
     **{name: bool for name in ("amp", "channels_last", "compile", "grad_checkpointing", "cache")},
 }
 
