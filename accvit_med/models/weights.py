@@ -59,6 +59,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist; pass the path of a .pth or .safetensors state dict")
+    if path.stat().st_size == 0:
+        raise UserError(f"weights file {path} is empty (0 bytes), e.g. an interrupted copy; copy it again")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -70,7 +72,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, IndexError, ValueError) as err:
             raise UserError(
                 f"cannot load {path} as a weights-only checkpoint ({str(err).splitlines()[0]}); "
                 "save it with torch.save(model.state_dict(), path) or as .safetensors"
@@ -79,7 +81,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} holds no state dict (a mapping of names to tensors); pass a model's weights")
     for prefix in _WRAPPER_PREFIXES:
         if state and all(key.startswith(prefix) for key in state):

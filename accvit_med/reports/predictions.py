@@ -113,6 +113,11 @@ def read_predictions(path: str | os.PathLike, tolerance: float = PROB_SUM_TOLERA
                         "write one prob_<class> column per class name")
     if frame.empty:
         raise UserError(f"predictions file '{path}' has no rows; it needs one row per test image")
+    repeated = frame["path"].duplicated()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated.to_numpy())[0])
+        raise UserError(f"predictions file '{path}' line {row + 2}: image '{frame['path'].iloc[row]}' is listed "
+                        "more than once; each image must be scored once, remove the repeated rows")
 
     probs = frame[prob_columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     _check_probabilities(probs, path, tolerance)

@@ -41,7 +41,8 @@ from accvit_med.training.distributed import (
 )
 from accvit_med.training.evaluation import evaluate_part, write_final_outputs
 from accvit_med.training.loop import NonFiniteLoss, epoch_seed, seed_everything, train_one_epoch
-from accvit_med.training.modelling import FROM_SCRATCH_WARNING, build_model, check_model_choice, resolve_device
+from accvit_med.training.modelling import (FROM_SCRATCH_WARNING, build_model, check_model_choice, head_reuse_warning,
+                                           resolve_device)
 from accvit_med.training.progress import EpochBar
 from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig
 from accvit_med.training.run_dir import RunDir, check_run_dir, default_run_path, prepare_run_dir, release_run_dir
@@ -148,6 +149,9 @@ def finetune(
     # Model and data are checked before the run directory is touched: a mistake leaves nothing.
     seed_everything(config.seed)  # the new head's initial weights
     model, weights_spec = build_model(config, len(split.classes), model_factory)
+    reused = head_reuse_warning(config.weights, list(split.classes)) if model_factory is None else None
+    if reused:
+        console.print(reused, markup=False, soft_wrap=True)
     data = rundata.build_run_data(split, config)
     # Every image is opened now, so a bad one stops the command before the run directory exists.
     rundata.check_images(data, progress=console.is_terminal)

@@ -127,3 +127,24 @@ def _enable_checkpointing(model: nn.Module) -> None:
             f"--grad-checkpointing found no ACC-ViT, Swin, ConvNeXt or MaxViT block in {type(model).__name__}; "
             "drop the option for this network"
         )
+
+
+def head_reuse_warning(weights: str, classes: list[str]) -> Optional[str]:
+    """A warning when ``weights`` is one of our checkpoints whose head is reused for other class names.
+
+    The head is kept whenever the class counts match (see models.weights.load_into), so a run
+    started from a 3-class BUSI checkpoint on another 3-class set would silently map "benign" to
+    whatever the new first class is. The names only exist in our own checkpoints (``classes``).
+    """
+    if weights in ("imagenet", "none") or Path(weights).suffix not in (".pt", ".pth"):
+        return None
+    try:
+        stored = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # read_state_dict already reported unreadable files; nothing more to say
+        return None
+    names = stored.get("classes") if isinstance(stored, dict) else None
+    if not isinstance(names, list) or len(names) != len(classes) or list(names) == list(classes):
+        return None
+    return (f"warning: the head of '{weights}' was trained for classes {', '.join(map(str, names))} and is "
+            f"reused for {', '.join(classes)} (same count, other names or order); its outputs start "
+            "meaning the new classes only through fine-tuning")

@@ -42,6 +42,12 @@ def predict(
 
     if tta not in TTA_CHOICES:  # checked here too, before the model is loaded
         raise UserError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got '{tta}'")
+    if out is not None:  # before any inference: an unwritable --out would waste all of it
+        from accvit_med.fileio import check_writable
+
+        if out.is_dir():
+            raise UserError(f"--out '{out}' is a folder; pass a CSV file name, e.g. {out / 'predictions.csv'}")
+        check_writable(out.parent)
     paths = collect_images(inputs)
     loaded = load_run(run, checkpoint=checkpoint, device=device)
     paths, problems = check_readable(paths, skip_bad=skip_bad)

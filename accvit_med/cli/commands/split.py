@@ -52,9 +52,16 @@ def split(
     if dataset is None:
         raise UserError(f"--dataset is required (one of {DATASETS}), or --audit FILE to check a split")
     from accvit_med.datasets.build import create_split
+    from accvit_med.fileio import check_writable
 
+    check_writable(out.parent if out is not None else Path("splits"))
+    parsed = parse_ratios(ratios)
+    given = [float(v) for v in ratios.split(",")]
+    if abs(sum(given) - 1) > 1e-9 and abs(sum(given) - 100) > 1e-9:
+        typer.echo(f"note: --ratios {ratios} sum to {sum(given):g}; used as "
+                   f"{','.join(f'{r:.4g}' for r in parsed)} (train,val,test)", err=True)
     result = create_split(
-        dataset, data_dir, out, seed=seed, ratios=parse_ratios(ratios), grouped=group,
+        dataset, data_dir, out, seed=seed, ratios=parsed, grouped=group,
         check=check, dedupe=dedupe, progress=not quiet,
     )
     _print_result(result)

@@ -37,8 +37,8 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from accvit_med.errors import UserError
-from accvit_med.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from accvit_med.errors import TrainingDiverged, UserError
+from accvit_med.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
 from accvit_med.training.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from accvit_med.training.distributed import (
     DistContext,
@@ -48,10 +48,11 @@ from accvit_med.training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from accvit_med.training.loop import autocast_context, epoch_seed, eval_indices, seed_everything
+from accvit_med.training.loop import (NonFiniteLoss, autocast_context, check_finite_loss, epoch_seed, eval_indices,
+                                      seed_everything)
 from accvit_med.training.modelling import resolve_device, unwrap
 from accvit_med.training.progress import EpochBar
-from accvit_med.training.run_dir import RunDir, prepare_run_dir
+from accvit_med.training.run_dir import RunDir, prepare_run_dir, release_run_dir
 from accvit_med.training.pretrain.ema import ExponentialMovingAverage, adjusted_ema_decay
 from accvit_med.training.pretrain.imagenet import load_imagenet_folders
 from accvit_med.training.pretrain.mixing import MixupCutmix
@@ -218,6 +219,7 @@ def pretrain(model: str, overrides: dict[str, Any], options: PretrainOptions,
     console = console or Console(stderr=True)
     out = Path(options.out) if options.out is not None else default_out(model)
     run = RunDir(out)
+    check_writable(out)
     if options.resume and options.force:
         raise UserError("--resume and --force contradict each other; pass one of them")
     checkpoint = None
@@ -245,6 +247,7 @@ def pretrain(model: str, overrides: dict[str, Any], options: PretrainOptions,
         _collective_check(ctx, lambda: prepare_run_dir(out, resume=options.resume, force=options.force))
         return _train(recipe, layout, data, options, run, ctx, device, checkpoint, console)
     finally:
+        release_run_dir(out)
         shutdown_distributed(ctx)
 
 
@@ -386,6 +389,12 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
                 atomic_write_text(run.history, _history_csv(history))
                 console.print(_summary_line(row, recipe.epochs, improved), soft_wrap=True)
             barrier(ctx)
+    except NonFiniteLoss as err:
+        raise TrainingDiverged(
+            f"training diverged: the loss became {err.value} at epoch {len(history) + 1}, micro-batch {err.step}; "
+            f"stopped, '{run.last}' keeps epoch {len(history)}, the last good one; try a lower --lr (now "
+            f"{recipe.lr:g}), --no-amp, or gradient clipping (clip_grad_norm)"
+        ) from None
     except KeyboardInterrupt:
         if ctx.is_main:
             console.print(
@@ -424,6 +433,7 @@ def _train_epoch(train_model, model, ema, loader, mixer, criterion, optimizer, s
             with contextlib.nullcontext() if sync else train_model.no_sync():
                 with autocast_context(device, amp_dtype):
                     loss = criterion(train_model(batch), targets)
+                check_finite_loss(loss, micro + 1, ctx)  # before backward: the weights stay finite
                 scaler.scale(loss / group_size).backward()
             loss_sum += float(loss.detach()) * labels.shape[0]
             images += labels.shape[0]
