@@ -44,6 +44,9 @@ class UnreadableImage(UserError):
         self.reason = reason
         super().__init__(f"cannot read image '{path}' (unreadable: {reason}); remove it or replace the file")
 
+    def __reduce__(self):  # rebuilt from (path, reason) when it crosses a process boundary
+        return type(self), (self.path, self.reason)
+
 
 def is_candidate_name(name: str) -> bool:
     """False for names that are never images: hidden files, AppleDouble, our cache, OS debris."""

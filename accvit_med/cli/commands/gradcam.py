@@ -51,6 +51,9 @@ def gradcam(
             return
         chosen += errors
     folder = out if out is not None else runs[0].path / "gradcam"
+    from accvit_med.fileio import check_writable
+
+    check_writable(folder)  # before the network runs on every image
     result = explain_images(runs, chosen, folder, class_name=class_name, batch_size=batch_size, alpha=alpha,
                             rows_per_grid=rows_per_grid)
     typer.echo(f"{result.overlays} overlays of {len(chosen)} image(s) by {len(runs)} run(s) in {folder}")

@@ -43,6 +43,10 @@ def prepare(
     if not root.is_dir():
         raise UserError(f"data root '{root}' (from the split's manifest) does not exist; pass --data-dir")
     paths = loaded.frame["path"].tolist()
+    from accvit_med.datasets.cache import default_cache_dir
+    from accvit_med.fileio import check_writable
+
+    check_writable(cache_dir if cache_dir is not None else default_cache_dir(root), "--cache-dir")
     with Progress(TextColumn("caching"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("cache", total=len(paths))
