@@ -130,14 +130,19 @@ def test_refuses_to_overwrite_and_force_starts_again(toy_split, tmp_path):
     with pytest.raises(UserError, match="already exists.*--resume.*--force"):
         finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet)
     assert (out / "history.csv").read_bytes() == before
-    (out / "marker.txt").write_text("from the old run")
+    # --force replaces what the run's marker lists; a file the user added at the top stops it.
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(UserError, match="'notes.txt' that accvit-med did not write"):
+        finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet, force=True)
+    (out / "notes.txt").unlink()
+    (out / "checkpoints" / "stale.pt").write_text("from the old run")
     finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet, force=True)
-    assert not (out / "marker.txt").exists()
+    assert not (out / "checkpoints" / "stale.pt").exists()
 
 
 def test_force_never_deletes_a_folder_that_is_not_a_run(toy_split, tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(UserError, match="not an accvit-med run directory"):
+    with pytest.raises(UserError, match="not an accvit-med run folder"):
         finetune(tiny_config(toy_split, epochs=1), out=str(tmp_path), model_factory=TinyNet, force=True)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
