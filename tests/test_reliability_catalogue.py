@@ -188,6 +188,7 @@ def test_force_refuses_our_run_holding_a_user_file(base, tmp_path):
 def test_force_replaces_our_own_run(base, tmp_path):
     run = copy_run(base, tmp_path / "run")
     (run / "checkpoints" / "stale.pt").write_bytes(b"old")  # inside a folder the marker lists: ours
+    succeeds(["evaluate", "--run", run, "--workers", "0"])  # writes <run>/evaluate/best: ours too
     succeeds(["finetune", "--split", base / "split.csv", *TRAIN, "--out", run, "--force"])
     assert not (run / "checkpoints" / "stale.pt").exists() and read_marker(run)["kind"] == "run"
 

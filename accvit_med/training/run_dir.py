@@ -63,8 +63,9 @@ def default_run_path(dataset: str, model: str, seed: int, name: Optional[str] = 
 
 
 RUN_KIND = "run"
-# Top-level names a run directory holds (finetune and pretrain); anything else is the user's.
-RUN_CONTENTS = (*RUN_FILES, "checkpoints")
+# Top-level names a run directory holds (finetune and pretrain, and the default output folders of
+# evaluate and gradcam); anything else is the user's.
+RUN_CONTENTS = (*RUN_FILES, "checkpoints", "evaluate", "gradcam")
 LOCK_NAME = ".accvit-med.lock"
 _HELD_LOCKS: dict[Path, int] = {}
 
