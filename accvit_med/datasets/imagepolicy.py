@@ -103,8 +103,8 @@ def open_image(path: str | os.PathLike, draft_size: Optional[int] = None) -> Ima
             return upright if upright is not image else image.copy()
     except UnreadableImage:
         raise
-    except Image.DecompressionBombError as err:
-        raise UnreadableImage(path, f"decompression bomb ({_first_line(err)})") from None
+    except Image.DecompressionBombError:  # Pillow refuses it at open (twice its limit): same short reason
+        raise UnreadableImage(path, f"decompression bomb (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
     except UnidentifiedImageError:
         raise UnreadableImage(path, "not an image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # Pillow's truncated/corrupt-data errors

@@ -52,6 +52,7 @@ def finetune(
     Defaults follow the paper (appendix C.2): AdamW 5e-5, no scheduler or warm-up, RandAugment only,
     label smoothing 0.1, gradient clipping 1.0, 100 epochs, best-validation-loss checkpoint
     evaluated on test, 224 input. Multi-GPU: torchrun --nproc-per-node N -m accvit_med finetune ...
+    Exit codes: 2 bad input (nothing written), 3 training diverged, 130 interrupted (docs/reliability.md).
     """
     from accvit_med.training.finetune import finetune as run_finetune
     from accvit_med.training.recipe import format_recipe, resolve_config
