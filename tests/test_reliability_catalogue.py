@@ -324,6 +324,25 @@ def test_pretrain_folder_skips_appledouble_files(tmp_path):
     assert len(folder) == 6 and not any(Path(p).name.startswith(".") for p, _ in folder.samples)
 
 
+def test_pretrain_bad_image_is_one_line_and_a_plain_rerun_reuses_the_run(tmp_path):
+    """pretrain does not pre-open ImageNet's 1.28 M files: a bad one stops it in one line, and the
+    run it leaves (no finished epoch) is taken over by the same command, without --force."""
+    data = tmp_path / "imagenet"
+    for part in ("train", "val"):
+        make_quadrant_folder(data / part, per_class=2)
+    for bad in (data / "train").rglob("*.png"):
+        bad.write_bytes(b"")
+    run = tmp_path / "run"
+    args = ["pretrain", "--data-path", data, "--model", "accvit_femto", "--out", run, "--workers", "0",
+            "--batch-size", "2", "--global-batch-size", "2", "--epochs", "1", "--warmup-epochs", "0"]
+    for _attempt in range(2):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2 and "Traceback" not in result.output + result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("accvit-med: error:")]
+        assert len(errors) == 1 and "unreadable: empty file (0 bytes)" in errors[0], result.stderr
+    assert not (run / "checkpoints" / "best.pt").exists() and owned_by_us(run, "run")
+
+
 def test_prepare_names_a_bomb_in_one_line(tmp_path):
     images, split = fresh_data(tmp_path)
     bomb_png(first_image(images))
