@@ -22,6 +22,9 @@ def test_defaults_are_the_papers_recipe():
     assert (config.lr, config.label_smoothing, config.clip_grad_norm, config.epochs, config.image_size) == (
         5e-5, 0.1, 1.0, 100, 224)
     assert config.randaugment_ops > 0 and config.patience is None and config.balance == "none"
+    # MaxViT's i1k_ft_update fills in what C.2 leaves out; its EMA is opt-in.
+    assert (config.weight_decay, config.randaugment_ops, config.randaugment_magnitude, config.ema_decay) == (
+        1e-8, 2, 15, None)
     assert "lr                    = 5e-05" in format_recipe(config)
 
 

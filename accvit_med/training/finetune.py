@@ -32,6 +32,7 @@ from accvit_med.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from accvit_med.training.ema import horizon_steps, make_ema
 from accvit_med.training.distributed import (
     DistContext,
     barrier,
@@ -44,7 +45,7 @@ from accvit_med.training.loop import NonFiniteLoss, epoch_seed, seed_everything,
 from accvit_med.training.modelling import (FROM_SCRATCH_WARNING, build_model, check_model_choice, head_reuse_warning,
                                            resolve_device)
 from accvit_med.training.progress import EpochBar
-from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig
+from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig, stored_recipe
 from accvit_med.training.run_dir import RunDir, check_run_dir, default_run_path, prepare_run_dir, release_run_dir
 from accvit_med.training.splits import load_run_split
 
@@ -77,7 +78,7 @@ def merge_resumed_config(stored: dict, config: FinetuneConfig, explicit: Optiona
     """The stored recipe, with the fields the user set now; only runtime fields may change."""
     names = [f.name for f in fields(FinetuneConfig)]
     explicit = set(names if explicit is None else explicit)
-    merged = FinetuneConfig(**{k: stored[k] for k in names if k in stored})
+    merged = stored_recipe(stored)  # a run started under older defaults keeps them
     changes = {k: getattr(config, k) for k in explicit if getattr(config, k) != getattr(merged, k)}
     forbidden = sorted(k for k in changes if k not in RESUMABLE_CHANGES)
     if forbidden:
@@ -237,6 +238,20 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
         if ctx.is_main:
             console.print(f"resuming '{run.path}' after epoch {checkpoint['epoch']} of {config.epochs}")
 
+    # With --ema, an average of the weights is what is validated, kept as best.pt and evaluated.
+    ema = None
+    if config.ema_decay is not None:
+        ema = make_ema(model, config.ema_decay)
+        if checkpoint is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        steps = config.epochs * math.ceil(len(data.train) / (config.batch_size * ctx.world_size))
+        if ctx.is_main and horizon_steps(config.ema_decay) > steps:
+            console.print(
+                f"[yellow]note:[/] --ema {config.ema_decay} averages over about {horizon_steps(config.ema_decay):.0f} "
+                f"steps but the run has about {steps}; the average stays close to the starting weights",
+                soft_wrap=True,
+            )
+
     run_config = {
         "recipe": config.to_dict(),
         "model": config.model,
@@ -282,6 +297,7 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
             "best_epoch": best_epoch,
             "stopped_early": stopped_early,
             "history": history,
+            **({} if ema is None else {"ema": ema.state_dict()}),
         }
 
     start_epoch = len(history) + 1
@@ -299,7 +315,7 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
             if stopped_early:
                 break
             row = _run_epoch(train_model, fast_model, data, config, epoch, ctx, device, criterion, optimizer, scaler,
-                             amp_dtype, sampler_weights, pin_memory, console)
+                             amp_dtype, sampler_weights, pin_memory, console, ema=ema)
             history.append(row)
             improved = row["val_loss"] < best_val_loss
             if improved:
@@ -308,7 +324,9 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
                 stopped_early = True
             if ctx.is_main:
                 if improved:
-                    best_state = {k: v for k, v in state(epoch).items() if k not in ("optimizer", "scaler", "rng")}
+                    best_state = {k: v for k, v in state(epoch).items() if k not in ("optimizer", "scaler", "rng", "ema")}
+                    if ema is not None:
+                        best_state["model"] = ema.module.state_dict()  # same keys as the model's
                     save_checkpoint(run.best, best_state)
                 save_checkpoint(run.last, state(epoch))
                 atomic_write_text(run.history, _history_csv(history))
@@ -356,7 +374,7 @@ def _train(config, split, dataset, run: RunDir, ctx: DistContext, device, checkp
 
 
 def _run_epoch(train_model, eval_model, data, config, epoch, ctx, device, criterion, optimizer, scaler, amp_dtype,
-               sampler_weights, pin_memory, console) -> dict:
+               sampler_weights, pin_memory, console, ema=None) -> dict:
     # Every epoch's randomness comes from (seed, epoch) alone: resuming reproduces it exactly.
     seed_everything(epoch_seed(config.seed, epoch) + 7919 * ctx.rank)
     loader = rundata.train_loader(data, config, epoch, ctx, pin_memory, sampler_weights)
@@ -364,10 +382,10 @@ def _run_epoch(train_model, eval_model, data, config, epoch, ctx, device, criter
     with EpochBar(console, f"epoch {epoch}/{config.epochs} train", len(loader.sampler) * ctx.world_size, ctx.is_main) as bar:
         totals = train_one_epoch(
             train_model, loader, criterion, optimizer, scaler, device, ctx, amp_dtype, config.clip_grad_norm,
-            config.channels_last, on_batch=lambda n, loss: bar.advance(n * ctx.world_size, loss),
+            config.channels_last, on_batch=lambda n, loss: _after_step(bar, n * ctx.world_size, loss, train_model, ema),
         )
     train_seconds = time.perf_counter() - started
-    val = evaluate_part(eval_model, data.val, config, ctx, device, amp_dtype, criterion, console, f"epoch {epoch}/{config.epochs} val")
+    val = evaluate_part(eval_model if ema is None else ema.module, data.val, config, ctx, device, amp_dtype, criterion, console, f"epoch {epoch}/{config.epochs} val")
     return {
         "epoch": epoch,
         "train_loss": totals.loss,
@@ -378,6 +396,13 @@ def _run_epoch(train_model, eval_model, data, config, epoch, ctx, device, criter
         "images_per_s": totals.count / max(train_seconds, 1e-9),
         "epoch_seconds": time.perf_counter() - started,
     }
+
+
+def _after_step(bar: EpochBar, images: int, loss: float, model: nn.Module, ema) -> None:
+    if ema is not None:
+        # DDP and torch.compile wrappers list the wrapped model's parameters and buffers in its order.
+        ema.update_parameters(model)
+    bar.advance(images, loss)
 
 
 def _summary_line(row: dict, epochs: int, improved: bool, stopped_early: bool) -> str:
