@@ -182,3 +182,36 @@ def test_too_small_class_is_named_at_the_cli(tmp_path):
     result = _split("--dataset", "ham10000", "--data-dir", root, "--out", tmp_path / "x.csv", "--no-group")
     assert result.exit_code == 2
     assert "class 'akiec' of ham10000 has 0 image(s)" in result.stderr
+
+
+def test_paper_protocol_is_the_per_image_60_20_20_split_with_its_name_recorded(ham, tmp_path):
+    paper, plain = tmp_path / "paper.csv", tmp_path / "plain.csv"
+    result = _split("--dataset", "ham10000", "--data-dir", ham, "--out", paper, "--protocol", "paper", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    assert _split("--dataset", "ham10000", "--data-dir", ham, "--out", plain, "--no-group", "--seed", "7").exit_code == 0
+    assert paper.read_bytes() == plain.read_bytes()  # the same rows as today's --no-group
+    manifest = read_split(paper).manifest
+    assert (manifest["protocol"], manifest["grouped"], manifest["seed"]) == ("paper", False, 7)
+    assert manifest["ratios"] == {"train": 0.6, "val": 0.2, "test": 0.2}
+    assert json.loads(plain.with_suffix(".json").read_text())["protocol"] == "grouped"
+    frame = read_split(paper).frame
+    counts = pd.crosstab(frame["label"], frame["split"])[["train", "val", "test"]].to_numpy()
+    assert (counts == [5, 2, 1]).all()  # stratified: every class 60:20:20 up to rounding of 8 images
+    assert "paper protocol" in result.stdout
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--group"], "--protocol paper splits per image; drop --group"),
+    (["--ratios", "70,15,15"], "--protocol paper fixes the ratios at 60,20,20"),
+    (["--dedupe"], "--dedupe groups near-identical images"),
+    (["--protocol", "papers"], "--protocol must be one of grouped, paper, got 'papers'"),
+])
+def test_paper_protocol_conflicts_are_refused_in_one_line(ham, tmp_path, extra, message):
+    out = tmp_path / "x.csv"
+    args = ["--dataset", "ham10000", "--data-dir", ham, "--out", out]
+    args += extra if extra[0] == "--protocol" else ["--protocol", "paper", *extra]
+    result = _split(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("accvit-med: error: ") and message in lines[0], lines
+    assert not out.exists() and not out.with_suffix(".json").exists()

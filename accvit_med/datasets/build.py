@@ -7,6 +7,8 @@ can only come out clean. If it does not, that is a bug, and we refuse to write t
 
 from __future__ import annotations
 
+from typing import Optional
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,35 @@ from accvit_med.datasets.splits import (
 from accvit_med.errors import UserError
 
 
+# Split protocols by name. "grouped" (the default): each group (lesion, patient, byte-identical
+# files) stays in one split. "paper": the ACC-ViT paper's (appendix C.2) -- per image, 60:20:20,
+# stratified by class, random with the seed recorded in the manifest.
+PROTOCOLS = ("grouped", "paper")
+PAPER_RATIOS = (0.6, 0.2, 0.2)
+
+
+def protocol_grouping(protocol: str, grouped: Optional[bool], ratios: Sequence[float], dedupe: bool) -> bool:
+    """Whether a split under ``protocol`` is group-aware; options that contradict it are refused.
+
+    Args:
+        protocol: one of :data:`PROTOCOLS`.
+        grouped: the caller's explicit choice, or None for the protocol's.
+        ratios: train, val, test proportions (normalised).
+        dedupe: whether near-identical images are to be grouped.
+    """
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got '{protocol}'")
+    if protocol == "grouped":
+        return True if grouped is None else grouped
+    if grouped:
+        raise UserError("--protocol paper splits per image; drop --group (or use --protocol grouped)")
+    if any(abs(a - b) > 1e-9 for a, b in zip(normalise_ratios(ratios), PAPER_RATIOS)):
+        raise UserError("--protocol paper fixes the ratios at 60,20,20; drop --ratios (or use --protocol grouped)")
+    if dedupe:
+        raise UserError("--dedupe groups near-identical images, which --protocol paper (per image) ignores; drop one of them")
+    return False
+
+
 @dataclass
 class SplitResult:
     frame: pd.DataFrame
@@ -49,13 +80,19 @@ def create_split(
     out: str | os.PathLike | None = None,
     seed: int = DEFAULT_SEED,
     ratios: Sequence[float] = DEFAULT_RATIOS,
-    grouped: bool = True,
+    grouped: Optional[bool] = None,
     check: bool = False,
     dedupe: bool = False,
     progress: bool = True,
+    protocol: str = "grouped",
 ) -> SplitResult:
-    """Split ``dataset`` and write ``out`` (default ``splits/<dataset>.csv``) plus its manifest."""
+    """Split ``dataset`` and write ``out`` (default ``splits/<dataset>.csv``) plus its manifest.
+
+    ``protocol`` is one of :data:`PROTOCOLS`; ``grouped`` None means the protocol's choice (an
+    explicit True with the paper's per-image protocol is refused, as are other ratios or ``dedupe``).
+    """
     ratios = normalise_ratios(ratios)
+    grouped = protocol_grouping(protocol, grouped, ratios, dedupe)
     table = load(dataset, data_dir, dedupe=dedupe, progress=progress)
     notes = list(table.notes)
     excluded: list[tuple[str, str]] = []
@@ -75,6 +112,7 @@ def create_split(
     manifest = {
         "dataset": table.name,
         "data_root": str(table.root),
+        "protocol": protocol,
         "seed": seed,
         "ratios": dict(zip(SPLITS, ratios)),
         "grouped": use_groups,

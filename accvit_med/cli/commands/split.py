@@ -23,10 +23,15 @@ def split(
         None, "--out", "-o", help="Split CSV to write; the manifest goes beside it (default: splits/<dataset>.csv)."
     ),
     seed: int = typer.Option(42, "--seed", help="Random seed; same inputs and seed give byte-identical files."),
-    ratios: str = typer.Option("60,20,20", "--ratios", help="train,val,test proportions."),
-    group: bool = typer.Option(
-        True, "--group/--no-group",
-        help="Keep each group (lesion, patient) in one split; --no-group is the paper's image-level protocol.",
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol",
+        help="grouped: each group (lesion, patient) in one split; paper: the paper's per image, 60:20:20, "
+        "stratified. (default: grouped)",
+    ),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="train,val,test proportions. (default: 60,20,20)"),
+    group: Optional[bool] = typer.Option(
+        None, "--group/--no-group",
+        help="With --protocol grouped: keep each group in one split (default), or split per image.",
     ),
     check: bool = typer.Option(False, "--check", help="Open every image; leave out unreadable ones (listed)."),
     dedupe: bool = typer.Option(
@@ -39,6 +44,8 @@ def split(
 ) -> None:
     """Split a data set into train/val/test: stratified by class, group-aware, audited for leakage.
 
+    --protocol paper gives the paper's split instead (per image, 60:20:20, stratified, seeded).
+
     Writes the split CSV (path,label,group,split) and its JSON manifest, then prints the class x
     split counts. With --audit FILE it only checks an existing split: groups or byte-identical
     files in two splits are printed and the exit code is 1.
@@ -47,22 +54,25 @@ def split(
     from accvit_med.errors import UserError
 
     if audit is not None:
+        if protocol is not None:
+            raise UserError("--protocol applies when writing a split; drop it with --audit")
         _audit(audit, data_dir)
         return
     if dataset is None:
         raise UserError(f"--dataset is required (one of {DATASETS}), or --audit FILE to check a split")
     from accvit_med.datasets.build import create_split
+    from accvit_med.datasets.splits import DEFAULT_RATIOS
     from accvit_med.fileio import check_writable
 
     check_writable(out.parent if out is not None else Path("splits"))
-    parsed = parse_ratios(ratios)
-    given = [float(v) for v in ratios.split(",")]
-    if abs(sum(given) - 1) > 1e-9 and abs(sum(given) - 100) > 1e-9:
+    parsed = DEFAULT_RATIOS if ratios is None else parse_ratios(ratios)
+    given = [] if ratios is None else [float(v) for v in ratios.split(",")]
+    if given and abs(sum(given) - 1) > 1e-9 and abs(sum(given) - 100) > 1e-9:
         typer.echo(f"note: --ratios {ratios} sum to {sum(given):g}; used as "
                    f"{','.join(f'{r:.4g}' for r in parsed)} (train,val,test)", err=True)
     result = create_split(
         dataset, data_dir, out, seed=seed, ratios=parsed, grouped=group,
-        check=check, dedupe=dedupe, progress=not quiet,
+        check=check, dedupe=dedupe, progress=not quiet, protocol=protocol or "grouped",
     )
     _print_result(result)
 
@@ -80,7 +90,8 @@ def _print_result(result) -> None:
             console.print(f"  {path}: {reason}", markup=False, soft_wrap=True)
     console.print(_count_table(manifest))
     mode = "group-aware" if manifest["grouped"] else "image-level"
-    console.print(f"{mode} split of {manifest['n_samples']} images, seed {manifest['seed']}", markup=False, soft_wrap=True)
+    console.print(f"{mode} split ({manifest['protocol']} protocol) of {manifest['n_samples']} images, seed {manifest['seed']}",
+                  markup=False, soft_wrap=True)
     findings = result.audit.lines()
     console.print("leakage audit: " + ("clean" if not findings else "see below"), markup=False, soft_wrap=True)
     for line in findings:
