@@ -10,7 +10,7 @@ which choice it makes. Where the counts cannot decide (e.g. where the extra Laye
 module says so and why it picked what it did. There are no public weights, so nothing here has to
 match a foreign state dict.
 
-Speed (README, Benchmarks, has the measurements). On CUDA every branch of an attention layer goes
+Speed (docs/performance.md has the measurements, docs/speed-log.md the history). On CUDA every branch of an attention layer goes
 through ONE ``scaled_dot_product_attention`` call: dilation only permutes pixels, so at a given
 stage every branch has the same number of 7x7 windows per image, and the branches are stacked along
 the head axis. On the CPU, where there are no kernel launches to save, the branches run one by one,
