@@ -1,5 +1,5 @@
-"""DDP under torchrun: two gloo processes on the CPU train one run; only rank 0 writes, and the
-gathered predictions cover every test row exactly once."""
+"""DDP under torchrun: two gloo processes on the CPU train one run (with --ema); only rank 0 writes,
+and the gathered predictions cover every test row exactly once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pandas as pd
+import torch
 
 from accvit_med.datasets.build import create_split
 from accvit_med.datasets.splits import read_split
@@ -41,7 +42,7 @@ SCRIPT = textwrap.dedent(
                              nn.Flatten(), nn.Linear(8, num_classes))
 
     config = FinetuneConfig(split=sys.argv[1], model="tiny", weights="none", epochs=2, batch_size=2, lr=3e-3,
-                            image_size=32, workers=0, seed=5, device="cpu")
+                            image_size=32, workers=0, seed=5, device="cpu", ema_decay=0.5)
     result = finetune(config, out=str(out), model_factory=tiny)
     rank = os.environ["RANK"]
     report = {"written": sorted(set(written)), "accuracy": result.metrics["accuracy"], "epochs": len(result.history)}
@@ -84,3 +85,8 @@ def test_two_gloo_processes_train_one_run(tmp_path):
     assert len(pd.read_csv(out / "predictions_val.csv")) == len(split.part("val"))
     config = json.loads((out / "config.json").read_text())
     assert config["distributed"]["world_size"] == 2
+    # --ema through the DDP wrapper: the average is kept beside the weights, best.pt holds plain keys.
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert {f"module.{k}" for k in last["model"]} | {"n_averaged"} == set(last["ema"])
+    assert set(best["model"]) == set(last["model"]) and int(last["ema"]["n_averaged"]) > 1
