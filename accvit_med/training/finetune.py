@@ -32,7 +32,6 @@ from accvit_med.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from accvit_med.training.ema import horizon_steps, make_ema
 from accvit_med.training.distributed import (
     DistContext,
     barrier,
@@ -40,6 +39,7 @@ from accvit_med.training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from accvit_med.training.ema import horizon_steps, make_ema
 from accvit_med.training.evaluation import evaluate_part, write_final_outputs
 from accvit_med.training.loop import NonFiniteLoss, epoch_seed, seed_everything, train_one_epoch
 from accvit_med.training.modelling import (FROM_SCRATCH_WARNING, build_model, check_model_choice, head_reuse_warning,
