@@ -19,13 +19,9 @@ from torch.utils.checkpoint import checkpoint
 
 
 def _block_types() -> tuple[type[nn.Module], ...]:
-    from torchvision.models.convnext import CNBlock
-    from torchvision.models.maxvit import MaxVitLayer
-    from torchvision.models.swin_transformer import SwinTransformerBlock
+    from accvit_med.models.registry import residual_block_types  # the registry knows each family's blocks
 
-    from accvit_med.models.acc_vit import ACCViTLayer
-
-    return ACCViTLayer, SwinTransformerBlock, CNBlock, MaxVitLayer
+    return residual_block_types()
 
 
 @contextlib.contextmanager
