@@ -120,3 +120,21 @@ def test_bad_design_choice_is_a_value_error():
         ACCViTConfig(16, (16, 32, 32, 32), (1, 1, 1, 1), 16, 0.0, mlp="swiglu")
     with pytest.raises(ValueError, match="multiple of head_dim"):
         ACCViTConfig(16, (16, 30, 32, 32), (1, 1, 1, 1), 16, 0.0)
+
+
+@pytest.mark.parametrize("name", list(DESIGN_STUDY))
+def test_variants_get_what_training_asks_the_registry_for(name, tmp_path):
+    # finetune/pretrain/benchmark reach a model only through the registry: weights from a file,
+    # activation checkpointing of every layer, no weight decay on the position tables.
+    from accvit_med.training.checkpointing import enable_activation_checkpointing
+    from accvit_med.training.pretrain.param_groups import no_weight_decay_names
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=2)
+    path = tmp_path / "variant.pth"
+    torch.save(model.state_dict(), path)
+    loaded = create_model(name, num_classes=2, weights=path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert enable_activation_checkpointing(loaded) == sum(DESIGN_STUDY[name].depths)
+    tables = [n for n in no_weight_decay_names(loaded) if n.endswith("relative_position_bias_table")]
+    assert len(tables) == sum(len(r) * d for r, d in zip(((1, 2, 4, 8), (1, 2, 4), (1, 2), (1,)), DESIGN_STUDY[name].depths))

@@ -99,10 +99,11 @@ def known_family(name: str) -> str | None:
 
 def check_image_size(name: str, image_size: int) -> None:
     """UserError unless model ``name`` can take ``image_size`` x ``image_size`` inputs."""
-    multiple = model_info(name).size_multiple
+    info = model_info(name)
+    multiple = info.size_multiple
     if multiple is None:
         return
-    if name.startswith("accvit"):  # ACC-ViT's own message (it also guards the forward pass)
+    if info.family == "accvit":  # ACC-ViT's own message (it also guards the forward pass)
         acc_vit.check_image_size(image_size, image_size)
     elif image_size <= 0 or image_size % multiple:
         raise UserError(f"{name} cannot take {image_size}x{image_size} images: height and width must be multiples "
