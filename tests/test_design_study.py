@@ -137,4 +137,5 @@ def test_variants_get_what_training_asks_the_registry_for(name, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     assert enable_activation_checkpointing(loaded) == sum(DESIGN_STUDY[name].depths)
     tables = [n for n in no_weight_decay_names(loaded) if n.endswith("relative_position_bias_table")]
-    assert len(tables) == sum(len(r) * d for r, d in zip(((1, 2, 4, 8), (1, 2, 4), (1, 2), (1,)), DESIGN_STUDY[name].depths))
+    branches_per_layer = (4, 3, 2, 1)  # attention branches per stage (appendix A.2)
+    assert len(tables) == sum(b * d for b, d in zip(branches_per_layer, DESIGN_STUDY[name].depths))

@@ -367,8 +367,10 @@ class ACCViTLayer(nn.Module):
             raise ValueError(f"mlp must be one of {MLPS}, got {mlp!r}")
         if conv_block == "mbconv":
             # MaxViT's own MBConv (one 3x3 depthwise convolution, SE after it), as TorchVision builds it.
-            self.conv: nn.Module = MBConv(in_channels, out_channels, EXPANSION, SQUEEZE_RATIO, stride,
-                                          activation_layer=nn.GELU, norm_layer=BatchNorm, p_stochastic_dropout=drop_path)
+            self.conv: nn.Module = MBConv(
+                in_channels, out_channels, EXPANSION, SQUEEZE_RATIO, stride,
+                activation_layer=nn.GELU, norm_layer=BatchNorm, p_stochastic_dropout=drop_path,
+            )
         else:
             self.conv = self.conv_layer(in_channels, out_channels, stride, drop_path, fusion=fusion)
         self.attention = self.attention_layer(out_channels, head_dim, rates, fusion=fusion)
