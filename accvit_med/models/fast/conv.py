@@ -11,7 +11,7 @@
   convolution + GELU is one oneDNN call;
 - everywhere: the downsampling gate pools after its 1x1 convolution (both are linear);
 - on CUDA: the depthwise branches run on an NCHW copy (``cuda_branches_contiguous``).
-Measurements are in README/docs (Benchmarks); the tests compare every path with the reference.
+Measurements: docs/performance.md and docs/speed-log.md; the tests compare every path with the reference.
 """
 
 from __future__ import annotations
