@@ -72,10 +72,10 @@ def benchmark_device(spec: str) -> torch.device:
 
 def check_image_size(names: list[str], image_size: int) -> None:
     """UserError before any measuring when a model cannot take ``image_size`` inputs."""
-    from accvit_med.models import acc_vit
+    from accvit_med.models.registry import check_image_size as check_model_image_size
 
-    if any(model_info(name).family in ("accvit", "maxvit") for name in names):
-        acc_vit.check_image_size(image_size, image_size)
+    for name in names:
+        check_model_image_size(name, image_size)
 
 
 def precision_context(device: torch.device) -> contextlib.AbstractContextManager:

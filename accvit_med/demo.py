@@ -64,7 +64,9 @@ BASELINE_EPOCH_SHARE = 0.7
 
 
 def _epochs_for(model: str, epochs: int) -> int:
-    return epochs if model.startswith("accvit") else max(1, int(epochs * BASELINE_EPOCH_SHARE))
+    from accvit_med.models import model_info
+
+    return epochs if model_info(model).family == "accvit" else max(1, int(epochs * BASELINE_EPOCH_SHARE))
 
 
 FROM_SCRATCH_NOTE = (

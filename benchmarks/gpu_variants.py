@@ -4,7 +4,7 @@
 
 Each variant is a pair of settings: cuDNN's autotuner (``torch.backends.cudnn.benchmark``) and
 whether ACC-ViT's depthwise branches run on a contiguous NCHW copy of the expanded map
-(``accvit_med.models.acc_vit.CUDA_BRANCHES_CONTIGUOUS``) or on the channels-last map itself.
+(``FastAtrousInvertedResidual.cuda_branches_contiguous`` in ``accvit_med.models.fast.conv``) or on the channels-last map itself.
 For every variant, accvit_tiny and maxvit_t are measured interleaved (bf16 autocast), so the
 ratio in each row compares the two under the same settings. The chosen defaults are the ones
 ``accvit-med benchmark`` and ``accvit-med finetune`` use.
@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from accvit_med.benchmarking import precision_context
-from accvit_med.models import acc_vit
+from accvit_med.models.fast.conv import FastAtrousInvertedResidual
 from accvit_med.models.benchmark import measure_throughput
 
 VARIANTS = (
@@ -35,18 +35,18 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda")
     rows = []
-    saved = torch.backends.cudnn.benchmark, acc_vit.CUDA_BRANCHES_CONTIGUOUS
+    saved = torch.backends.cudnn.benchmark, FastAtrousInvertedResidual.cuda_branches_contiguous
     try:
         for label, autotune, contiguous in VARIANTS:
             torch.backends.cudnn.benchmark = autotune
-            acc_vit.CUDA_BRANCHES_CONTIGUOUS = contiguous
+            FastAtrousInvertedResidual.cuda_branches_contiguous = contiguous
             with precision_context(device):
                 acc, ref = measure_throughput(["accvit_tiny", "maxvit_t"], batch_size=args.batch_size,
                                               warmup=args.warmup, rounds=args.rounds, device=device)
             rows.append((label, acc, ref))
             print(f"{label}: done", flush=True)
     finally:
-        torch.backends.cudnn.benchmark, acc_vit.CUDA_BRANCHES_CONTIGUOUS = saved
+        torch.backends.cudnn.benchmark, FastAtrousInvertedResidual.cuda_branches_contiguous = saved
     print(f"\n{torch.cuda.get_device_name()}, bf16 autocast, batch {args.batch_size}, 224px")
     print(f"{'variant':<44}{'accvit train':>13}{'maxvit train':>13}{'ratio':>7}"
           f"{'accvit infer':>13}{'maxvit infer':>13}{'ratio':>7}")

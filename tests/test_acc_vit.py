@@ -13,8 +13,8 @@ from accvit_med.models.acc_vit import (
     AtrousAttention,
     AtrousInvertedResidual,
     check_image_size,
-    set_reference_attention,
 )
+from accvit_med.models.fast import FastAtrousAttention, FastAtrousInvertedResidual, set_reference_attention
 from accvit_med.models.partition import dilate, undilate, window_departition, window_partition
 
 # Table 2 of the paper (224x224, 1000 classes), millions of parameters.
@@ -48,9 +48,9 @@ def test_window_partition_round_trip_is_exact():
     assert torch.equal(window_departition(windows, 14, 21), x)
 
 
-def _attention_layer(rates=(1, 2, 4, 8), channels=32, head_dim=16) -> AtrousAttention:
+def _attention_layer(rates=(1, 2, 4, 8), channels=32, head_dim=16) -> FastAtrousAttention:
     torch.manual_seed(0)
-    layer = AtrousAttention(channels, head_dim, rates)
+    layer = FastAtrousAttention(channels, head_dim, rates)
     with torch.no_grad():  # a non-trivial gate and biases, so equivalence checks are meaningful
         for param in layer.parameters():
             param.add_(0.1 * torch.randn_like(param))
@@ -94,7 +94,7 @@ def test_attention_gate_weights_sum_to_one_and_fuse_the_branches():
 
 
 def test_conv_gate_weights_sum_to_one():
-    block = AtrousInvertedResidual(16, 16, stride=1, drop_path=0.0).eval()
+    block = FastAtrousInvertedResidual(16, 16, stride=1, drop_path=0.0).eval()
     x = torch.randn(2, 16, 14, 14)
     with torch.no_grad():
         expanded = block.expand(block.pre_norm(x))
@@ -105,7 +105,7 @@ def test_conv_gate_weights_sum_to_one():
 
 def test_downsampling_gate_pools_after_the_projection_exactly():
     # gate_logits pools the 3 gate channels instead of the expanded map; bias and borders included.
-    block = AtrousInvertedResidual(8, 16, stride=2, drop_path=0.0).double()
+    block = FastAtrousInvertedResidual(8, 16, stride=2, drop_path=0.0).double()
     nn.init.normal_(block.gate.bias)
     expanded = torch.randn(2, 64, 14, 14, dtype=torch.float64)
     torch.testing.assert_close(block.gate_logits(expanded), block.gate(block.gate_pool(expanded)),
@@ -116,7 +116,7 @@ def test_downsampling_gate_pools_after_the_projection_exactly():
 def test_cpu_window_attention_equals_explicit_attention(grad):
     # Training takes the matmul path, inference SDPA's fused CPU kernel (4-D mask): both against
     # softmax(q k^T / sqrt(d) + bias) v written out.
-    from accvit_med.models.acc_vit import _window_attention
+    from accvit_med.models.fast.attention import _window_attention
 
     q, k, v = (torch.randn(6, 4, 49, 16, dtype=torch.float64, requires_grad=grad) for _ in range(3))
     bias = torch.randn(4, 49, 49, dtype=torch.float64, requires_grad=grad)
@@ -136,11 +136,11 @@ def test_cpu_inference_attention_equals_reference_path_in_float32():
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("path", ["_forward_fast", "_forward_per_branch"])
+@pytest.mark.parametrize("path", ["forward_stacked", "forward_per_branch"])
 @pytest.mark.parametrize("rates", [(1, 2, 4, 8), (1, 2), (1,)])
 def test_fast_path_equals_reference_path_with_gradients(rates, path):
-    # Both optimised paths against the paper's per-branch einops rearranges: _forward_fast (all
-    # branches in one attention call; what CUDA runs) and _forward_per_branch (what the CPU runs).
+    # Both optimised paths against the paper's per-branch einops rearranges: forward_stacked (all
+    # branches in one attention call; what CUDA runs) and forward_per_branch (what the CPU runs).
     # float64: the paths sum in different orders; in float32 that alone moves large gradients.
     layer = _attention_layer(rates=rates).double()
     tokens = torch.randn(2, 56, 56, 32, requires_grad=True, dtype=torch.float64)
@@ -148,7 +148,7 @@ def test_fast_path_equals_reference_path_with_gradients(rates, path):
     for reference in (False, True):
         layer.zero_grad()
         tokens.grad = None
-        out = layer._forward_reference(tokens) if reference else getattr(layer, path)(tokens)
+        out = AtrousAttention.forward(layer, tokens) if reference else getattr(layer, path)(tokens)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads = [p.grad.clone() for p in layer.parameters()]
         results.append((out.detach(), tokens.grad.clone(), grads))
@@ -168,6 +168,33 @@ def test_whole_model_fast_equals_reference():
         set_reference_attention(model, True)
         ref = model(x)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_fast_switch_builds_the_same_model_with_the_same_outputs_and_gradients(train):
+    # create_model(fast=False) is the paper's graph (acc_vit.py); fast=True (the default) the
+    # speed-tuned subclasses. Same state-dict keys, and in float64 the same outputs and gradients.
+    torch.manual_seed(0)
+    fast = create_model("accvit_femto", num_classes=3).double()
+    reference = create_model("accvit_femto", num_classes=3, fast=False).double()
+    assert not any(isinstance(m, (FastAtrousAttention, FastAtrousInvertedResidual)) for m in reference.modules())
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    reference.load_state_dict(fast.state_dict())
+    for model in (fast, reference):
+        for module in model.modules():  # BatchNorm statistics away from the identity for eval mode
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_var.fill_(1.5)
+        model.train(train)
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    results = []
+    for model in (fast, reference):
+        out = model(x)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (out, grads), (ref, ref_grads) = results
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-7, atol=1e-9, msg=name)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -217,7 +244,7 @@ def test_448_input_runs_and_other_sizes_are_refused():
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [56, 14, 7, 9])
 def test_dilated_depthwise_conv_training_paths_equal_dilated_conv_with_gradients(dilation, stride, size):
-    from accvit_med.models.depthwise import DilatedDepthwiseConv
+    from accvit_med.models.fast.depthwise import DilatedDepthwiseConv
 
     conv = DilatedDepthwiseConv(4, dilation, stride).double()
     x = torch.randn(2, 4, size, size + 1, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
@@ -235,7 +262,7 @@ def test_dilated_depthwise_conv_training_paths_equal_dilated_conv_with_gradients
 @pytest.mark.parametrize("dilation, stride", [(2, 1), (3, 1), (2, 2), (3, 2)])
 def test_dilated_depthwise_conv_trains_under_cpu_bf16_autocast(dilation, stride):
     # The hand-written backward passes get bf16 gradients for float32 saved tensors under autocast.
-    from accvit_med.models.depthwise import DilatedDepthwiseConv
+    from accvit_med.models.fast.depthwise import DilatedDepthwiseConv
 
     torch.manual_seed(0)
     conv = DilatedDepthwiseConv(8, dilation, stride)
@@ -269,7 +296,7 @@ def test_training_block_equals_straightforward_computation_with_gradients(stride
     # The whole atrous inverted residual as the CPU trains it (custom backward passes, gated-share
     # Function, channels-last BatchNorm) against the plain computation, in float64.
     torch.manual_seed(0)
-    block = AtrousInvertedResidual(in_channels, 16, stride=stride, drop_path=0.0).double().train()
+    block = FastAtrousInvertedResidual(in_channels, 16, stride=stride, drop_path=0.0).double().train()
     x = torch.randn(2, in_channels, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     results = []
@@ -292,7 +319,7 @@ def test_training_block_under_bf16_autocast_follows_the_straightforward_computat
     # maps and gradients and must return float32 parameter gradients as close to autograd's own
     # as bf16 allows (within 2% in norm; both are about 0.5% from float32).
     torch.manual_seed(0)
-    block = AtrousInvertedResidual(8, 16, stride=stride, drop_path=0.0).train()
+    block = FastAtrousInvertedResidual(8, 16, stride=stride, drop_path=0.0).train()
     x = torch.randn(2, 8, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     results = []
     for compute in (block, lambda t: _straightforward_block(block, t)):
@@ -315,7 +342,7 @@ def test_training_block_under_bf16_autocast_follows_the_straightforward_computat
 def test_inference_fuses_conv_and_gelu_on_onednn_with_the_same_results():
     # Without autograd on the CPU, eval-mode convolutions + GELU run as one oneDNN call with a
     # fused post-op (a private operator, self-checked); outputs must match the unfused path.
-    from accvit_med.models import depthwise
+    from accvit_med.models.fast import depthwise
 
     assert depthwise._conv_gelu_works()
     torch.manual_seed(0)
@@ -340,7 +367,7 @@ def test_block_compiles_to_one_graph_in_training_and_inference(stride):
     # oneDNN conv + GELU path skipped while compiling): a graph break would make `--compile`
     # recompile per layer shape and fall back to eager. backend="eager" traces without inductor.
     torch.manual_seed(0)
-    block = AtrousInvertedResidual(16, 16, stride=stride, drop_path=0.0)
+    block = FastAtrousInvertedResidual(16, 16, stride=stride, drop_path=0.0)
     compiled = torch.compile(block, backend="eager", fullgraph=True)
     x = torch.randn(2, 16, 28, 28).contiguous(memory_format=torch.channels_last)
     block.eval()
@@ -366,7 +393,7 @@ def test_training_works_after_inference_mode_on_the_same_model():
 
 def test_channels_last_batchnorm_matches_torch_batchnorm_in_training():
     # acc_vit.BatchNorm normalises channels-last CPU maps as a (pixels, channels) matrix.
-    from accvit_med.models.acc_vit import BatchNorm
+    from accvit_med.models.fast.conv import FastBatchNorm as BatchNorm
 
     torch.manual_seed(0)
     ours, theirs = BatchNorm(16).double(), nn.BatchNorm2d(16, eps=1e-3, momentum=0.01).double()
@@ -395,7 +422,7 @@ def test_eval_mode_folds_batchnorm_exactly(stride, in_channels):
     # In eval mode the pre-norm and expansion BatchNorms fold into the 1x1 expansion and each
     # branch's BatchNorm into its depthwise convolution; the result is the unfolded computation.
     torch.manual_seed(0)
-    block = AtrousInvertedResidual(in_channels, 16, stride=stride, drop_path=0.0).double()
+    block = FastAtrousInvertedResidual(in_channels, 16, stride=stride, drop_path=0.0).double()
     for module in block.modules():
         if isinstance(module, nn.BatchNorm2d):  # statistics and affine far from the identity
             nn.init.normal_(module.weight)
@@ -423,7 +450,7 @@ def test_gated_excitation_gradients(channels_last, first):
     # both layouts (CPU maps are channels-last, CUDA branches NCHW) and with a strided gate slice.
     from torchvision.ops import SqueezeExcitation as TorchvisionSE
 
-    from accvit_med.models.acc_vit import _GatedExcitation
+    from accvit_med.models.fast.conv import _GatedExcitation
 
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from accvit_med.models import create_model
-from accvit_med.models.acc_vit import set_reference_attention
+from accvit_med.models.fast import set_reference_attention
 from accvit_med.models.flops import FvcoreStyleCounter, count_flops
 
 # Table 2 of the paper, GFLOPs at 224x224.

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from accvit_med.models.acc_vit import reference_path_modules
+from accvit_med.models.fast import reference_path_modules
 
 aten = torch.ops.aten
 

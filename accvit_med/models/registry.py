@@ -23,7 +23,11 @@ IMAGENET_CLASSES = 1000
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What other parts of the toolkit need to know about a model without building it."""
+    """What other parts of the toolkit need to know about a model without building it.
+
+    This is the one home of per-family knowledge: training, pre-training, reports, Grad-CAM and the
+    CLI ask it instead of restating it.
+    """
 
     name: str
     family: str  # "accvit", "swin", "convnext" or "maxvit"
@@ -32,25 +36,52 @@ class ModelInfo:
     gradcam_channels_last: bool  # True when that output is (B, H, W, C) (Swin), else (B, C, H, W)
     imagenet_weights: str | None  # torchvision weights enum member, None when there are none
     fixed_image_size: bool  # True when the input size is fixed at construction (image_size kwarg)
+    display_name: str = ""  # the paper's spelling, e.g. "ACC-ViT-T", "MaxViT-T"
+    # Input sides must be multiples of this (None: any size). ACC-ViT: 4 (stem + stage 1) x 8
+    # (widest dilation) x 7 (window); torchvision's MaxViT: 32 x 7, the same 224.
+    size_multiple: int | None = None
+    # Residual block classes ("module:Class"), the units of activation checkpointing.
+    block_types: tuple[str, ...] = ()
+    # Parameter leaf names that are embeddings and get no weight decay (beside norms and biases).
+    no_weight_decay: tuple[str, ...] = ()
+    design_study: bool = False  # one of Table 8's variants (appendix E), not a Table 2 model
 
 
+_ACCVIT_SIZES = {"femto": "F", "pico": "P", "nano": "N", "tiny": "T", "small": "S", "base": "B"}
 _ACCVIT_INFO = dict(family="accvit", head="classifier.5", gradcam_layer="stages.3",
-                    gradcam_channels_last=False, imagenet_weights=None, fixed_image_size=False)
+                    gradcam_channels_last=False, imagenet_weights=None, fixed_image_size=False,
+                    size_multiple=acc_vit.SIZE_MULTIPLE, block_types=("accvit_med.models.acc_vit:ACCViTLayer",),
+                    no_weight_decay=("relative_position_bias_table",))
+
+
+def _accvit_display_name(name: str) -> str:
+    size, _, variant = name.removeprefix("accvit_").partition("_")
+    return f"ACC-ViT-{_ACCVIT_SIZES[size]}" + (f" ({variant.replace('_', ' ')})" if variant else "")
+
 
 _MODELS: dict[str, ModelInfo] = {
-    **{name: ModelInfo(name=name, **_ACCVIT_INFO) for name in acc_vit.CONFIGS},
+    **{name: ModelInfo(name=name, display_name=_accvit_display_name(name), **_ACCVIT_INFO) for name in acc_vit.CONFIGS},
     # Swin's last LayerNorm works on (B, H, W, C) tokens, before the permute to channels-first.
-    "swin_t": ModelInfo("swin_t", "swin", "head", "norm", True, "Swin_T_Weights", False),
+    "swin_t": ModelInfo("swin_t", "swin", "head", "norm", True, "Swin_T_Weights", False, "Swin-T",
+                        block_types=("torchvision.models.swin_transformer:SwinTransformerBlock",),
+                        no_weight_decay=("relative_position_bias_table",)),
     "convnext_tiny": ModelInfo("convnext_tiny", "convnext", "classifier.2", "features.7", False,
-                               "ConvNeXt_Tiny_Weights", False),
+                               "ConvNeXt_Tiny_Weights", False, "ConvNeXt-T",
+                               block_types=("torchvision.models.convnext:CNBlock",)),
     # torchvision's MaxViT sizes its partitions at construction: image_size goes to input_size.
-    "maxvit_t": ModelInfo("maxvit_t", "maxvit", "classifier.5", "blocks.3", False, "MaxVit_T_Weights", True),
+    "maxvit_t": ModelInfo("maxvit_t", "maxvit", "classifier.5", "blocks.3", False, "MaxVit_T_Weights", True,
+                          "MaxViT-T", size_multiple=224, block_types=("torchvision.models.maxvit:MaxVitLayer",),
+                          no_weight_decay=("relative_position_bias_table",)),
+    # Table 8's design study on nano's widths and depths (accvit_nano is its fourth row).
+    **{name: ModelInfo(name=name, display_name=_accvit_display_name(name), design_study=True, **_ACCVIT_INFO)
+       for name in acc_vit.DESIGN_STUDY},
 }
 
 
-def list_models() -> list[str]:
-    """Every model name ``create_model`` accepts: the six ACC-ViT variants, then the baselines."""
-    return list(_MODELS)
+def list_models(design_study: bool = False) -> list[str]:
+    """Every model name ``create_model`` accepts: the six ACC-ViT variants, then the baselines;
+    with ``design_study``, also Table 8's ACC-ViT-nano variants (appendix E)."""
+    return [name for name, info in _MODELS.items() if design_study or not info.design_study]
 
 
 def model_info(name: str) -> ModelInfo:
@@ -58,6 +89,38 @@ def model_info(name: str) -> ModelInfo:
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(_MODELS)}")
     return _MODELS[name]
+
+
+def known_family(name: str) -> str | None:
+    """The family of registry model ``name``, or None for a name the registry does not know."""
+    info = _MODELS.get(name)
+    return None if info is None else info.family
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """UserError unless model ``name`` can take ``image_size`` x ``image_size`` inputs."""
+    info = model_info(name)
+    multiple = info.size_multiple
+    if multiple is None:
+        return
+    if info.family == "accvit":  # ACC-ViT's own message (it also guards the forward pass)
+        acc_vit.check_image_size(image_size, image_size)
+    elif image_size <= 0 or image_size % multiple:
+        raise UserError(f"{name} cannot take {image_size}x{image_size} images: height and width must be multiples "
+                        f"of {multiple} ({multiple}, {2 * multiple}, ...); resize or crop the images")
+
+
+def residual_block_types() -> tuple[type[nn.Module], ...]:
+    """The residual block classes of every family (imported on demand)."""
+    import importlib
+
+    paths = dict.fromkeys(path for info in _MODELS.values() for path in info.block_types)
+    return tuple(getattr(importlib.import_module(module), cls) for module, cls in (p.split(":") for p in paths))
+
+
+def no_weight_decay_leaf_names() -> frozenset[str]:
+    """Parameter leaf names that some family treats as an embedding (no weight decay)."""
+    return frozenset(leaf for info in _MODELS.values() for leaf in info.no_weight_decay)
 
 
 def imagenet_weights_enum(name: str):
@@ -76,15 +139,11 @@ def imagenet_weights_cached(name: str) -> bool:
     return weights is not None and torchvision_weights_file(weights).is_file()
 
 
-def _check_image_size(name: str, image_size: int | None) -> None:
-    if image_size is not None and model_info(name).family in ("accvit", "maxvit"):
-        acc_vit.check_image_size(image_size, image_size)
-
-
-def _build(name: str, num_classes: int, drop_path_rate: float | None, image_size: int | None) -> nn.Module:
+def _build(name: str, num_classes: int, drop_path_rate: float | None, image_size: int | None,
+           fast: bool = True) -> nn.Module:
     info = model_info(name)
     if info.family == "accvit":
-        return acc_vit.build_acc_vit(name, num_classes=num_classes, drop_path_rate=drop_path_rate)
+        return acc_vit.build_acc_vit(name, num_classes=num_classes, drop_path_rate=drop_path_rate, fast=fast)
     import torchvision.models as tvm
 
     builder: Callable[..., nn.Module] = getattr(tvm, name)
@@ -118,20 +177,25 @@ def create_model(
     *,
     drop_path_rate: float | None = None,
     image_size: int | None = None,
+    fast: bool = True,
 ) -> nn.Module:
     """Build ``name`` with a ``num_classes``-way head.
 
     weights: None (random initialisation), ``"imagenet"`` (torchvision's IMAGENET1K_V1 through the
     torch.hub cache; baselines only) or the path of a ``.pth``/``.safetensors`` state dict.
     drop_path_rate: stochastic depth (default: the model's own). image_size: the side of the square
-    input the model will see (default 224); ACC-ViT and MaxViT need a multiple of 224.
+    input the model will see (default 224); ACC-ViT and MaxViT need a multiple of 224. fast: ACC-ViT
+    only: the speed-tuned modules of :mod:`accvit_med.models.fast` (default) or, with False, the
+    reference graph of :mod:`accvit_med.models.acc_vit` (same parameters and state-dict keys, like
+    timm's ``fused_attn``); the design-study variants always use the reference.
     """
     info = model_info(name)
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
-    _check_image_size(name, image_size)
+    if image_size is not None:
+        check_image_size(name, image_size)
     if weights is None:
-        return _build(name, num_classes, drop_path_rate, image_size)
+        return _build(name, num_classes, drop_path_rate, image_size, fast)
     if str(weights) == "imagenet":
         enum = imagenet_weights_enum(name)
         if enum is None:
@@ -139,12 +203,12 @@ def create_model(
                 f"{name} has no public ImageNet weights; pass weights=PATH to a .pth or .safetensors "
                 "state dict instead (e.g. a checkpoint from your own ImageNet pre-training)"
             )
-        model = _build(name, IMAGENET_CLASSES, drop_path_rate, image_size)
+        model = _build(name, IMAGENET_CLASSES, drop_path_rate, image_size, fast)
         model.load_state_dict(load_torchvision_state_dict(enum))
         if num_classes != IMAGENET_CLASSES:
             reset_classifier(model, num_classes)
         return model
-    model = _build(name, num_classes, drop_path_rate, image_size)
+    model = _build(name, num_classes, drop_path_rate, image_size, fast)
     load_into(model, read_state_dict(weights), info.head, source=str(weights))
     return model
 

@@ -27,11 +27,13 @@ class ModelSummary:
     params: int  # with a 1000-class head
     gflops: float  # fvcore conventions (the paper's), one image
     weights: str  # what weights="imagenet" gives
+    design_study: bool = False  # one of Table 8's variants
 
 
-def summarize_models(image_size: int = 224) -> list[ModelSummary]:
+def summarize_models(image_size: int = 224, design_study: bool = False) -> list[ModelSummary]:
+    """One row per registry model (with ``design_study``, Table 8's variants too)."""
     rows = []
-    for name in list_models():
+    for name in list_models(design_study=design_study):
         with torch.device("meta"):
             model = create_model(name, image_size=image_size)
         info = model_info(name)
@@ -39,5 +41,6 @@ def summarize_models(image_size: int = 224) -> list[ModelSummary]:
             weights = "none public (weights=PATH)"
         else:
             weights = "ImageNet-1K (cached)" if imagenet_weights_cached(name) else "ImageNet-1K (download)"
-        rows.append(ModelSummary(name, info.family, count_parameters(model), count_flops(model, image_size) / 1e9, weights))
+        rows.append(ModelSummary(name, info.family, count_parameters(model), count_flops(model, image_size) / 1e9,
+                                 weights, info.design_study))
     return rows

@@ -41,6 +41,12 @@ COMPARED_METRICS = ("accuracy", "macro_f1", "macro_auc", "quadratic_weighted_kap
 
 
 def is_accvit(model: str) -> bool:
+    """Registry models by their family; other labels (e.g. "ACC-ViT-T" typed by hand) by their prefix."""
+    from accvit_med.models.registry import known_family
+
+    family = known_family(model)
+    if family is not None:
+        return family == "accvit"
     return model.lower().replace("-", "_").startswith(("accvit", "acc_vit"))
 
 

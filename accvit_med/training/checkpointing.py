@@ -19,13 +19,9 @@ from torch.utils.checkpoint import checkpoint
 
 
 def _block_types() -> tuple[type[nn.Module], ...]:
-    from torchvision.models.convnext import CNBlock
-    from torchvision.models.maxvit import MaxVitLayer
-    from torchvision.models.swin_transformer import SwinTransformerBlock
+    from accvit_med.models.registry import residual_block_types  # the registry knows each family's blocks
 
-    from accvit_med.models.acc_vit import ACCViTLayer
-
-    return ACCViTLayer, SwinTransformerBlock, CNBlock, MaxVitLayer
+    return residual_block_types()
 
 
 @contextlib.contextmanager
@@ -61,8 +57,14 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
     through ``copy.deepcopy``.
     """
     wrapped = 0
-    for module in model.modules():
-        if isinstance(module, _block_types()) and "forward" not in vars(module):
-            module.forward = types.MethodType(_checkpointed_forward, module)
-            wrapped += 1
+    outer: list[str] = []  # blocks inside a block (a ConvNeXt block in a design-study layer) are
+    # recomputed with it: checkpointing them too would run their forward a third time
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in outer):
+            continue
+        if isinstance(module, _block_types()):
+            outer.append(name)
+            if "forward" not in vars(module):
+                module.forward = types.MethodType(_checkpointed_forward, module)
+                wrapped += 1
     return wrapped

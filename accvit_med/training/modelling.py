@@ -77,8 +77,8 @@ def check_model_choice(config: FinetuneConfig) -> None:
         )
     if spec not in ("imagenet", "none") and not Path(spec).is_file():
         raise UserError(f"--weights '{spec}' is neither imagenet, none nor an existing file; pass one of those")
-    if info.family in ("accvit", "maxvit") and config.image_size % 224:
-        raise UserError(f"{config.model} needs --image-size a multiple of 224, got {config.image_size}")
+    if info.size_multiple is not None and config.image_size % info.size_multiple:
+        raise UserError(f"{config.model} needs --image-size a multiple of {info.size_multiple}, got {config.image_size}")
 
 
 def build_model(

@@ -15,21 +15,28 @@ def models(
     """List the models (ACC-ViT variants and torchvision baselines): family, parameters, GFLOPs, weights.
 
     GFLOPs follow the ACC-ViT paper (fvcore conventions, one image). Parameters include a 1000-class
-    head. 'ImageNet-1K (cached)' means weights="imagenet" works offline.
+    head. 'ImageNet-1K (cached)' means weights="imagenet" works offline. A second table lists the
+    paper's design study (Table 8): ACC-ViT-nano variants that finetune, pretrain and benchmark take too.
     """
     from rich.console import Console
     from rich.table import Table
 
-    from accvit_med.models.acc_vit import check_image_size
+    from accvit_med.models.registry import check_image_size, list_models
     from accvit_med.models.summary import summarize_models
 
-    check_image_size(image_size, image_size)
+    for name in list_models(design_study=True):
+        check_image_size(name, image_size)
     table = Table(title=f"accvit-med models ({image_size}x{image_size} input)")
-    table.add_column("model")
-    table.add_column("family")
-    table.add_column("params (M)", justify="right")
-    table.add_column("GFLOPs", justify="right")
-    table.add_column("pretrained weights")
-    for row in summarize_models(image_size):
-        table.add_row(row.name, row.family, f"{row.params / 1e6:.3f}", f"{row.gflops:.3f}", row.weights)
-    Console(width=100).print(table)
+    study = Table(title="ACC-ViT design study (the paper's Table 8, appendix E; docs/design-study.md)")
+    for column in (table, study):
+        column.add_column("model")
+        column.add_column("family")
+        column.add_column("params (M)", justify="right")
+        column.add_column("GFLOPs", justify="right")
+        column.add_column("pretrained weights")
+    for row in summarize_models(image_size, design_study=True):
+        (study if row.design_study else table).add_row(
+            row.name, row.family, f"{row.params / 1e6:.3f}", f"{row.gflops:.3f}", row.weights)
+    console = Console(width=100)
+    console.print(table)
+    console.print(study)

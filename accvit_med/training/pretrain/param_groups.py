@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from accvit_med.models.registry import no_weight_decay_leaf_names
+
 NORM_CLASSES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,
     nn.LayerNorm,
@@ -17,11 +19,9 @@ NORM_CLASSES: tuple[type[nn.Module], ...] = (
     nn.modules.instancenorm._InstanceNorm,
     nn.LocalResponseNorm,
 )
-# Leaf parameter names that are embeddings rather than weights (torchvision's
-# --transformer-embedding-decay keys; ACC-ViT and MaxViT/Swin name their tables the same way).
-EMBEDDING_NAMES = frozenset(
-    {"relative_position_bias_table", "class_token", "position_embedding", "pos_embed"}
-)
+# Leaf parameter names that are embeddings rather than weights: torchvision's generic
+# --transformer-embedding-decay keys, and what the registry says each family's tables are called.
+EMBEDDING_NAMES = frozenset({"class_token", "position_embedding", "pos_embed"}) | no_weight_decay_leaf_names()
 
 
 def no_weight_decay_names(model: nn.Module) -> list[str]:

@@ -1,4 +1,4 @@
-"""Depthwise 3x3 convolutions of ACC-ViT's atrous inverted residual, kept fast on the CPU.
+"""Depthwise 3x3 convolutions of the atrous inverted residual, fast on the CPU (private operators here).
 
 The branches of eq. 3 are depthwise convolutions with dilation 1, 2 and 3 (stride 2 in a
 downsampling layer). oneDNN runs dilated depthwise convolutions fast forward but slowly backward,
