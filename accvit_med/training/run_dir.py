@@ -6,6 +6,7 @@ runs/<dataset>/<model>/<name>/      (<name> defaults to seed<seed>)
   history.csv                       one row per completed epoch
   checkpoints/last.pt, best.pt      resumable state; best validation loss
   predictions_val.csv, predictions_test.csv, metrics.json
+  logs/                             written by `accvit-med sweep` (its output, job id, state)
 ```
 An existing run is never overwritten by accident: ``resume`` continues it, ``force`` starts again,
 and only in a folder whose ``.accvit-med.json`` marker proves we made it (see
@@ -71,8 +72,9 @@ _HELD_LOCKS: dict[Path, int] = {}
 
 
 def _holds_files(path: Path) -> bool:
-    # Empty folders (e.g. the skeleton of a run that failed before its first write) hold no work.
-    return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
+    # Empty folders (e.g. the skeleton of a run that failed before its first write) hold no work,
+    # nor does logs/, where `accvit-med sweep` keeps a run's output before the run starts.
+    return path.is_dir() and any(p.is_file() for p in path.rglob("*") if p.relative_to(path).parts[0] != "logs")
 
 
 def _holds_no_epoch(run: RunDir) -> bool:
