@@ -7,7 +7,8 @@
 #
 # After `start`, point the SLURM commands at the cluster with: export SLURM_CONF=DIR/slurm.conf
 # The node is this machine (short hostname, its CPUs and memory); one partition, "debug".
-# Settings that work in a container: proctrack/linuxproc (no cgroups), task/none, cons_tres.
+# Settings that work in a container: proctrack/linuxproc (no cgroups), task/none, cons_tres;
+# cores are the consumable (CR_Core): jobs without --mem would otherwise each claim all memory.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
@@ -70,7 +71,7 @@ SlurmdPort=$((40000 + RANDOM % 20000))
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
+SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none

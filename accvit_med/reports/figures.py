@@ -123,3 +123,41 @@ def confusion_grid_figure(
             cm, classes = cell
             draw_confusion(ax, cm, classes, normalize=False, title=f"{row_titles[r]} / {column_titles[c]}")
     return figure
+
+
+_CURVES = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val_acc"))
+
+
+def curves_figure(history: dict[str, Sequence[float]], title: str = "") -> Figure:
+    """A run's learning curves from history.csv: train and val loss, train and val accuracy per epoch."""
+    figure = Figure(figsize=(9, 3.5))
+    for index, (name, train, val) in enumerate(_CURVES):
+        ax = figure.add_subplot(1, 2, index + 1)
+        ax.plot(history["epoch"], history[train], marker=".", label="train")
+        ax.plot(history["epoch"], history[val], marker=".", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(f"{title}: {name}" if title else name, fontsize="medium")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def curves_overlay_figure(histories: Sequence[tuple[str, dict[str, Sequence[float]]]], title: str = "") -> Figure:
+    """All runs of a data set: val (solid) and train (dashed) loss and accuracy, one colour per run."""
+    figure = Figure(figsize=(11, 4))
+    colours = [f"C{i % 10}" for i in range(len(histories))]
+    for index, (name, train, val) in enumerate(_CURVES):
+        ax = figure.add_subplot(1, 2, index + 1)
+        for colour, (label, history) in zip(colours, histories):
+            ax.plot(history["epoch"], history[val], color=colour, label=label)
+            ax.plot(history["epoch"], history[train], color=colour, linestyle="--", alpha=0.6)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(f"{title}: {name} (val solid, train dashed)" if title else name, fontsize="medium")
+        ax.grid(alpha=0.3)
+        if index == 1:
+            ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    figure.tight_layout()
+    return figure

@@ -25,7 +25,7 @@ from accvit_med import __version__
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_json, atomic_write_text, check_writable
 from accvit_med.ownership import check_replaceable, write_marker
-from accvit_med.reports import figures, tables
+from accvit_med.reports import figures, seeds, tables
 from accvit_med.reports.bootstrap import (CI_LEVEL, DEFAULT_RESAMPLES, bootstrap_scores,
                                           paired_difference)
 from accvit_med.reports.calibration import DEFAULT_BINS, reliability_bins
@@ -77,6 +77,8 @@ class ScoredRun:
     name: str  # the row label: the model, or model@run when a model appears twice
     run: RunInput
     metrics: dict
+    group: str | None = None  # the seed group's label when the run is one of several seeds
+    seed: int | None = None
 
 
 @dataclass
@@ -86,6 +88,7 @@ class ReportResult:
     comparisons: list[dict]
     notes: list[str]
     files: list[str] = field(default_factory=list)
+    seed_groups: dict[str, list[seeds.SeedGroup]] = field(default_factory=dict)
 
 
 def write_report(
@@ -127,10 +130,12 @@ def write_report(
     notes: list[str] = []
     datasets: dict[str, list[ScoredRun]] = {}
     comparisons: list[dict] = []
+    seed_groups: dict[str, list[seeds.SeedGroup]] = {}
     for name in sorted({run.dataset for run in runs}, key=_dataset_key):
         group = _prepare_dataset(name, [run for run in runs if run.dataset == name], paired)
         scored, distributions = _score_dataset(group, seed, n_boot, paired, ece_bins)
         datasets[name] = scored
+        seed_groups[name] = _assign_seed_groups(scored)
         for run in scored:
             notes += [f"{name}/{run.name}: {note}" for note in run.metrics["notes"]]
         single = [c for c, s in scored[0].metrics["per_class"].items() if s["support"] == 1]
@@ -150,10 +155,19 @@ def write_report(
     elif n_boot == 0:
         notes.append("paired comparisons and confidence intervals skipped (no bootstrap resamples)")
 
-    result = ReportResult(out_dir, datasets, comparisons, notes)
+    result = ReportResult(out_dir, datasets, comparisons, notes, seed_groups={k: v for k, v in seed_groups.items() if v})
     settings = {"seed": seed, "n_boot": n_boot, "split": split, "ece_bins": ece_bins}
     _write_folder(result, settings, progress)
     return result
+
+
+def _assign_seed_groups(scored: list[ScoredRun]) -> list[seeds.SeedGroup]:
+    groups = seeds.find_groups(scored)
+    for group in groups:
+        for run in scored:
+            if run.name in group.names:
+                run.group, run.seed = group.label, group.seeds[group.names.index(run.name)]
+    return groups
 
 
 REPORT_KIND = "report"
@@ -272,6 +286,8 @@ def _compare(dataset: str, scored: list[ScoredRun], distributions: list[dict[str
         for j, other in enumerate(scored):
             if j in references:
                 continue
+            if scored[i].group and other.group and scored[i].seed != other.seed:
+                continue  # seeds are paired: each seed's reference run against the same seed's baseline
             for metric in COMPARED_METRICS:
                 if metric not in distributions[i]:
                     continue
@@ -313,10 +329,57 @@ def _write_folder(result: ReportResult, settings: dict, progress: bool) -> None:
     result.files = files
 
 
-def _write_table(folder: Path, stem: str, table: tables.Table, files: list[str]) -> None:
+def _write_table(folder: Path, stem: str, table: tables.Table, files: list[str],
+                 csv_table: tables.Table | None = None) -> None:
+    """``csv_table``: the CSV's own version (seed groups' per-seed rows added)."""
     for suffix, render in (("md", tables.to_markdown), ("csv", tables.to_csv), ("tex", tables.to_latex)):
-        atomic_write_text(folder / f"{stem}.{suffix}", render(table))
+        chosen = csv_table if suffix == "csv" and csv_table is not None else table
+        atomic_write_text(folder / f"{stem}.{suffix}", render(chosen))
         files.append(f"{stem}.{suffix}")
+
+
+def _entries(result: ReportResult, ds: str) -> list[tuple[str, str, dict, dict | None]]:
+    """One data set's rows: (label, model, metrics, sd); a seed group is one row of means and sds."""
+    groups = {group.label: group for group in result.seed_groups.get(ds, [])}
+    entries, seen = [], set()
+    for run in result.datasets[ds]:
+        if run.group is None:
+            entries.append((run.name, run.run.model, run.metrics, None))
+        elif run.group not in seen:
+            seen.add(run.group)
+            group = groups[run.group]
+            entries.append((group.label, group.model, group.mean, group.sd))
+    return entries
+
+
+def _seed_members(result: ReportResult, ds: str) -> list[ScoredRun]:
+    return [run for run in result.datasets[ds] if run.group is not None]
+
+
+def _table1(result: ReportResult, per_seed: bool) -> tables.Table:
+    """Table 1 (seed groups as mean ± sd); ``per_seed`` adds each seed's own row after them."""
+    display = {ds: {label: metrics for label, _, metrics, _ in _entries(result, ds)} for ds in result.datasets}
+    models = {label: model for ds in result.datasets for label, model, _, _ in _entries(result, ds)}
+    sds = {(ds, label): sd for ds in result.datasets for label, _, _, sd in _entries(result, ds) if sd is not None}
+    names = [name for name, _ in sorted(models.items(), key=lambda item: (
+        _model_key(item[1], _TABLE1_BASELINES, accvit_first=False), item[0]))]
+    if per_seed:
+        for ds in result.datasets:
+            for run in _seed_members(result, ds):
+                display[ds][run.name] = run.metrics
+                if run.name not in names:
+                    names.append(run.name)
+    table = tables.table1(display, names)
+    width = len(tables.TABLE1_METRICS)
+    for label, cells in table.rows:
+        for d, ds in enumerate(result.datasets):
+            sd = sds.get((ds, label))
+            if sd is not None:
+                cells[d * width:(d + 1) * width] = [
+                    seeds.mean_sd_text(display[ds][label][key], sd.get(key)) for _, key in tables.TABLE1_METRICS]
+    if sds:
+        table.caption += "; several seeds: mean ± sd over seeds"
+    return table
 
 
 def _figure_path(dataset: str, name: str, kind: str) -> str:
@@ -325,13 +388,12 @@ def _figure_path(dataset: str, name: str, kind: str) -> str:
 
 def _write_contents(result: ReportResult, settings: dict, folder: Path, progress: bool) -> list[str]:
     files: list[str] = []
-    results = {ds: {run.name: run.metrics for run in runs} for ds, runs in result.datasets.items()}
-    row_names = sorted({run.name: run.run.model for runs in result.datasets.values() for run in runs}.items(),
-                       key=lambda item: (_model_key(item[1], _TABLE1_BASELINES, accvit_first=False), item[0]))
-    table_1 = tables.table1(results, [name for name, _ in row_names])
-    _write_table(folder, "table1", table_1, files)
+    # Seed groups appear as one row of means (per-class tables too); the CSVs add per-seed rows.
+    results = {ds: {label: metrics for label, _, metrics, _ in _entries(result, ds)} for ds in result.datasets}
+    table_1 = _table1(result, per_seed=False)
+    _write_table(folder, "table1", table_1, files, _table1(result, per_seed=True))
     summary = _summary_table(result)
-    _write_table(folder, "summary", summary, files)
+    _write_table(folder, "summary", summary, files, _summary_table(result, per_seed=True))
     detail: dict[str, list[tables.Table]] = {}
     for ds, runs in results.items():
         stem = _file_name(ds)
@@ -362,6 +424,9 @@ def _write_contents(result: ReportResult, settings: dict, folder: Path, progress
                           "runs": {run.name: run.metrics for run in runs}}
                      for ds, runs in result.datasets.items()},
         "comparisons": result.comparisons,
+        "seed_groups": {ds: [{"label": g.label, "model": g.model, "runs": g.names, "seeds": g.seeds,
+                              "mean": g.mean, "sd": g.sd} for g in groups]
+                        for ds, groups in result.seed_groups.items()},
         "notes": result.notes,
     })
     files.append("report.json")
@@ -406,6 +471,43 @@ def _write_figures(result: ReportResult, settings: dict, folder: Path, progress:
         figures.save_png(grid, folder / "figures/confusion_grid.png")
         written.append("figures/confusion_grid.png")
         bar.advance(task)
+    return written + _write_curves(result, folder)
+
+
+def read_history(run_dir: str | None) -> dict[str, list[float]] | None:
+    """A run's history.csv as columns (epoch, train/val loss and accuracy); None without one."""
+    import csv
+
+    if run_dir is None or not (Path(run_dir) / "history.csv").is_file():
+        return None
+    wanted = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+    with open(Path(run_dir) / "history.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not all(key in rows[0] for key in wanted):
+        return None
+    return {key: [float(row[key]) for row in rows] for key in wanted}
+
+
+def _curves_path(dataset: str, name: str) -> str:
+    return f"figures/{_file_name(dataset)}/{_file_name(name)}_curves.png"
+
+
+def _overlay_path(dataset: str) -> str:
+    return f"figures/{_file_name(dataset)}/curves_overlay.png"
+
+
+def _write_curves(result: ReportResult, folder: Path) -> list[str]:
+    """Each run's learning curves and one overlay per data set (runs with a history.csv only)."""
+    written = []
+    for ds, runs in result.datasets.items():
+        histories = [(run.name, history) for run in runs
+                     if (history := read_history(run.run.run_dir)) is not None]
+        for name, history in histories:
+            figures.save_png(figures.curves_figure(history, f"{name} on {ds}"), folder / _curves_path(ds, name))
+            written.append(_curves_path(ds, name))
+        if histories:
+            figures.save_png(figures.curves_overlay_figure(histories, ds), folder / _overlay_path(ds))
+            written.append(_overlay_path(ds))
     return written
 
 
@@ -414,22 +516,39 @@ def _ci_text(metrics: dict, key: str) -> str:
     return tables.interval_text(metrics[key], interval.get("low"), interval.get("high"))
 
 
-def _summary_table(result: ReportResult) -> tables.Table:
+def _summary_table(result: ReportResult, per_seed: bool = False) -> tables.Table:
+    """One row per run, a seed group's as mean ± sd; ``per_seed`` adds each seed's row after it."""
+    caption = "Test-set summary (%; 95% stratified bootstrap intervals)"
+    if result.seed_groups:
+        caption = caption[:-1] + "; several seeds: mean ± sd over seeds, n = test images)"
     table = tables.Table(
-        caption="Test-set summary (%; 95% stratified bootstrap intervals)",
+        caption=caption,
         row_header="dataset / model",
         groups=[("", ["n", "Acc [95% CI]", "Macro-F1 [95% CI]", "Macro-AUC [95% CI]",
                       "Balanced acc", "QW kappa [95% CI]", "ECE"])],
     )
-    for ds, runs in result.datasets.items():
-        for run in runs:
-            m = run.metrics
-            table.rows.append((f"{ds} / {run.name}", [
-                m["n"], _ci_text(m, "accuracy"), _ci_text(m, "macro_f1"), _ci_text(m, "macro_auc"),
-                100 * m["balanced_accuracy"],
-                _ci_text(m, "quadratic_weighted_kappa") if m["ordinal"] else "–",
-                "–" if m["ece"] is None else 100 * m["ece"],
+
+    def run_row(ds: str, name: str, m: dict) -> tuple[str, list]:
+        return (f"{ds} / {name}", [
+            m["n"], _ci_text(m, "accuracy"), _ci_text(m, "macro_f1"), _ci_text(m, "macro_auc"),
+            100 * m["balanced_accuracy"],
+            _ci_text(m, "quadratic_weighted_kappa") if m["ordinal"] else "–",
+            "–" if m["ece"] is None else 100 * m["ece"],
+        ])
+
+    for ds in result.datasets:
+        for label, _, m, sd in _entries(result, ds):
+            if sd is None:
+                table.rows.append(run_row(ds, label, m))
+                continue
+            text = lambda key: seeds.mean_sd_text(m.get(key), sd.get(key))  # noqa: E731
+            table.rows.append((f"{ds} / {label}", [
+                m["n"], text("accuracy"), text("macro_f1"), text("macro_auc"), text("balanced_accuracy"),
+                text("quadratic_weighted_kappa") if m["ordinal"] else "–", text("ece"),
             ]))
+            if per_seed:
+                table.rows += [run_row(ds, run.name, run.metrics) for run in _seed_members(result, ds)
+                               if run.group == label]
     return table
 
 
@@ -483,7 +602,15 @@ def _markdown(result: ReportResult, settings: dict, inputs: list[dict], table_1:
         for run in runs:
             links = " · ".join(f"[{kind.replace('_', ' ')}]({_figure_path(ds, run.name, kind)})"
                                for kind in _FIGURE_KINDS)
+            if read_history(run.run.run_dir) is not None:
+                links += f" · [learning curves]({_curves_path(ds, run.name)})"
             lines.append(f"- {run.name}: {links}")
+        lines.append("")
+        for group in result.seed_groups.get(ds, []):
+            lines.append(f"- {group.label}: mean ± sd over seeds {', '.join(map(str, group.seeds))} "
+                         f"(runs {', '.join(group.names)}); paired comparisons pair runs of the same seed")
+        if any(read_history(run.run.run_dir) is not None for run in runs):
+            lines += ["", f"![learning curves of every run on {ds}]({_overlay_path(ds)})"]
         lines.append("")
     lines += ["## Confusion matrices", "", "![confusion matrices](figures/confusion_grid.png)", ""]
     lines += ["## Notes", ""] + ([f"- {note}" for note in result.notes] or ["- none"])

@@ -84,7 +84,7 @@ def run_one(run: PlannedRun, force: bool = False, gpus: int = 1, env: Optional[d
     job_id = _slurm_job_id()
     update_marker(run.run_dir, launcher=launcher, state="running", host=socket.gethostname(), pid=os.getpid(),
                   job_id=job_id or read_marker(run.run_dir).get("job_id") if launcher == "slurm" else None,
-                  command=command, error=None)
+                  command=command, error=None, cuda_visible_devices=(env or {}).get("CUDA_VISIBLE_DEVICES"))
     log = log_path(run.run_dir)
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(f"\n$ {' '.join(command)}\n")
