@@ -1,4 +1,5 @@
-"""The report's figures: confusion matrices, reliability diagram, ROC curves, Figure 5's grid.
+"""The report's figures: confusion matrices, reliability diagram, ROC curves, Figure 5's grid,
+learning curves (per run, and all runs of a data set overlaid).
 
 Plotting functions return a :class:`matplotlib.figure.Figure` (no pyplot, no global state), so
 callers and tests can inspect axes and labels before :func:`save_png` writes them. PNGs carry no
@@ -13,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from accvit_med.fileio import atomic_write_bytes
 
@@ -136,6 +138,7 @@ def curves_figure(history: dict[str, Sequence[float]], title: str = "") -> Figur
         ax.plot(history["epoch"], history[train], marker=".", label="train")
         ax.plot(history["epoch"], history[val], marker=".", label="val")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.set_title(f"{title}: {name}" if title else name, fontsize="medium")
         ax.legend(fontsize="small")
@@ -154,6 +157,7 @@ def curves_overlay_figure(histories: Sequence[tuple[str, dict[str, Sequence[floa
             ax.plot(history["epoch"], history[val], color=colour, label=label)
             ax.plot(history["epoch"], history[train], color=colour, linestyle="--", alpha=0.6)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.set_title(f"{title}: {name} (val solid, train dashed)" if title else name, fontsize="medium")
         ax.grid(alpha=0.3)

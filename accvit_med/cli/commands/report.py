@@ -86,6 +86,14 @@ def _print_summary(result, n_boot: int) -> None:
             table.add_row(dataset, run.name, str(m["n"]), cell("accuracy"), cell("macro_f1"),
                           cell("macro_auc"), cell("quadratic_weighted_kappa") if m["ordinal"] else "–",
                           "–" if m["ece"] is None else f"{100 * m['ece']:.1f}")
+    for dataset, groups in result.seed_groups.items():
+        from accvit_med.reports.seeds import mean_sd_text
+
+        for group in groups:  # runs that differ only by seed: mean ± sd over the seeds
+            m, sd = group.mean, group.sd
+            text = lambda key: mean_sd_text(m.get(key), sd.get(key), decimals=1)  # noqa: E731
+            table.add_row(dataset, group.label, str(m["n"]), text("accuracy"), text("macro_f1"), text("macro_auc"),
+                          text("quadratic_weighted_kappa") if m["ordinal"] else "–", text("ece"))
     console.print(table)
     if result.comparisons:
         paired = Table(title="Paired bootstrap differences (points; * = CI excludes 0)")
