@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from sklearn.metrics import f1_score
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from accvit_med.cli import app
 from accvit_med.datasets.build import create_split
@@ -47,13 +47,24 @@ def work(tmp_path_factory):
     return root
 
 
-def one_line_error(args, cwd: Path) -> str:
+def _invoke(cwd: Path, args) -> Result:
+    """`accvit-med sweep ARGS` in this process, run in ``cwd`` (the finetune runs are still subprocesses)."""
     old = os.getcwd()
     os.chdir(cwd)
     try:
-        result = runner.invoke(app, ["sweep", *map(str, args)])
+        return runner.invoke(app, ["sweep", *map(str, args)])
     finally:
         os.chdir(old)
+
+
+def _sweep(work: Path, *args: str) -> Result:
+    result = _invoke(work, ["plan.toml", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def one_line_error(args, cwd: Path) -> str:
+    result = _invoke(cwd, args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("accvit-med: error: "), result.stderr
@@ -90,7 +101,7 @@ def test_cli_option_mistakes(work, tmp_path, monkeypatch):
 
 def test_dry_run_prints_each_command_and_writes_nothing(work):
     result = _sweep(work, "--dry-run")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     for seed in (0, 1):
         run = work / "runs" / "folder" / "accvit_femto" / f"seed{seed}"
         assert f"folder/accvit_femto/seed{seed}: start" in result.stdout
@@ -108,11 +119,6 @@ def _env(delay: float | None = None) -> dict:
     return env
 
 
-def _sweep(work: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "accvit_med", "sweep", "plan.toml", *args], cwd=work,
-                          env=env or _env(), capture_output=True, text=True, timeout=600)
-
-
 def _epochs(run: Path) -> list[int]:
     if not (run / "history.csv").is_file():
         return []
@@ -122,7 +128,7 @@ def _epochs(run: Path) -> list[int]:
 
 def _status(work: Path) -> dict[str, list[str]]:
     result = _sweep(work, "--status")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     rows = {}
     for line in result.stdout.splitlines():
         cells = [c.strip() for c in line.split("│")[1:-1]]
@@ -152,7 +158,7 @@ def test_killed_sweep_resumes_and_reruns_skip(work):
 
     # Again, one run per GPU slot: the killed run resumes, the missing one starts.
     again = _sweep(work, "--gpus", "0,1")
-    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.exit_code == 0, again.output
     assert "folder/accvit_femto/seed0: resume after epoch 1" in again.stdout
     assert "folder/accvit_femto/seed1: start" in again.stdout
     slots = set()
@@ -182,7 +188,7 @@ def test_killed_sweep_resumes_and_reruns_skip(work):
     assert "0 of 2 run(s) to do: nothing" in _sweep(work).stdout
     (work / "plan.toml").write_text(PLAN.format(lr=2e-3))
     changed = _sweep(work)
-    assert changed.returncode == 0, changed.stderr
+    assert changed.exit_code == 0, changed.output
     assert changed.stdout.count("recipe differs, left alone") == 2 and "lr: 0.001 in the run, 0.002 in the plan" in changed.stdout
     assert {seed: (run / "metrics.json").stat().st_mtime_ns for seed, run in runs.items()} == stamps
     dry = _sweep(work, "--dry-run", "--force")

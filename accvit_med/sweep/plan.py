@@ -225,8 +225,10 @@ def load_plan(path: str | os.PathLike) -> SweepPlan:
         _check_split(plan_path, split, dataset)
         # Absolute paths: a SLURM job may start in another folder than the one the plan was read in.
         file_recipe = {**table, "dataset": dataset, "split": str(split.resolve())}
-        if table.get("data_dir"):
-            file_recipe["data_dir"] = str(Path(table["data_dir"]).resolve())
+        for key in ("data_dir", "cache_dir", "weights"):
+            value = table.get(key)
+            if isinstance(value, str) and value and not (key == "weights" and value in ("imagenet", "none")):
+                file_recipe[key] = str(Path(value).resolve())
         plan.recipes[dataset] = file_recipe
         recipe_file = plan.sweep_dir / "recipes" / f"{dataset}.json"
         for model in models:

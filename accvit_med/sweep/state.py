@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -27,8 +28,9 @@ from accvit_med.fileio import atomic_write_json
 from accvit_med.sweep.plan import PlannedRun, SweepPlan
 from accvit_med.training.recipe import RESUMABLE_CHANGES
 
-# Fields that say how or where a run ran, not what it computed (finetune lets a resume change them).
-RUNTIME_FIELDS = set(RESUMABLE_CHANGES) - {"epochs", "patience"} | {"split", "amp", "channels_last"}
+# Fields that say how or where a run ran, not what it computed (finetune lets a resume change them);
+# the split is compared by finetune itself (its sha256) when a run resumes.
+RUNTIME_FIELDS = (set(RESUMABLE_CHANGES) - {"epochs", "patience"}) | {"split"}
 _QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "CONFIGURING", "RESV_DEL_HOLD"}
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 
@@ -107,15 +109,20 @@ def _macro_f1(run_dir: Path) -> Optional[float]:
         return None
 
 
-def slurm_queue() -> dict[str, str]:
-    """Job id (array tasks as A_a) -> SLURM state, for every job squeue lists; {} without SLURM."""
+def slurm_queue(attempts: int = 3) -> Optional[dict[str, str]]:
+    """Job id (array tasks as A_a) -> SLURM state, for every job squeue lists; {} without SLURM,
+    None when squeue fails (a busy controller): then nobody can tell a finished job from a live one."""
     if shutil.which("squeue") is None:
         return {}
-    try:
-        listing = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True,
-                                 timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    for attempt in range(attempts):
+        try:
+            listing = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout
+            break
+        except (OSError, subprocess.SubprocessError):
+            if attempt + 1 == attempts:
+                return None
+            time.sleep(2)
     jobs = {}
     for line in listing.splitlines():
         job, _, state = line.strip().partition("|")
@@ -134,16 +141,19 @@ def _process_alive(marker: dict) -> bool:
     return True
 
 
-def run_state(run: PlannedRun, queue: dict[str, str]) -> RunState:
+def run_state(run: PlannedRun, queue: Optional[dict[str, str]]) -> RunState:
+    """``queue``: slurm_queue()'s answer; None (unreadable) trusts the run's marker for SLURM jobs."""
     run_dir = run.run_dir
     marker = read_marker(run_dir)
     last_epoch, best = _history(run_dir)
     result = RunState(run, "pending", last_epoch=last_epoch, best_val_loss=best,
                       test_macro_f1=_macro_f1(run_dir), job_id=marker.get("job_id"),
                       differs=recipe_differences(run))
-    job_state = queue.get(str(result.job_id)) if result.job_id else None
+    job_state = queue.get(str(result.job_id)) if result.job_id and queue is not None else None
     if (run_dir / "metrics.json").is_file() and (run_dir / "predictions_test.csv").is_file():
         result.state = "done"
+    elif queue is None and marker.get("launcher") == "slurm" and marker.get("state") in ("queued", "running"):
+        result.state, result.detail = marker["state"], "SLURM's queue could not be read (squeue failed)"
     elif job_state in _QUEUED:
         result.state = "queued"
     elif job_state in _RUNNING:
@@ -155,7 +165,7 @@ def run_state(run: PlannedRun, queue: dict[str, str]) -> RunState:
         result.state, result.detail = "failed", f"{where} ended during epoch {last_epoch + 1} (killed or cancelled)"
     elif marker.get("state") == "running":
         result.state = "running"
-    elif marker.get("state") == "queued" and result.job_id and queue is not None:
+    elif marker.get("state") == "queued" and result.job_id:
         result.state, result.detail = "failed", f"job {result.job_id} left the queue before it started"
     return result
 
