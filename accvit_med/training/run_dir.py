@@ -65,8 +65,8 @@ def default_run_path(dataset: str, model: str, seed: int, name: Optional[str] = 
 
 RUN_KIND = "run"
 # Top-level names a run directory holds (finetune and pretrain, and the default output folders of
-# evaluate and gradcam); anything else is the user's.
-RUN_CONTENTS = (*RUN_FILES, "checkpoints", "evaluate", "gradcam")
+# evaluate and gradcam, and the logs/ of `accvit-med sweep`); anything else is the user's.
+RUN_CONTENTS = (*RUN_FILES, "checkpoints", "evaluate", "gradcam", "logs")
 LOCK_NAME = ".accvit-med.lock"
 _HELD_LOCKS: dict[Path, int] = {}
 
