@@ -330,8 +330,8 @@ def inherit_from_maxvit(name: str, source: dict[str, torch.Tensor], num_classes:
 
     Args:
         name: an ACC-ViT variant no wider than MaxViT-T (tiny, nano, pico, femto).
-        source: torchvision ``maxvit_t``'s state dict (1000 classes).
-        num_classes: head size; anything but 1000 gets a fresh head (as the baselines).
+        source: torchvision ``maxvit_t``'s state dict (ImageNet's has 1000 classes).
+        num_classes: head size; anything but the source's class count gets a fresh head (as the baselines).
         drop_path_rate: stochastic depth (default: the variant's own).
     Returns:
         The model and the summary of where its parameters came from.
@@ -340,14 +340,15 @@ def inherit_from_maxvit(name: str, source: dict[str, torch.Tensor], num_classes:
 
     check_inheritable(name)
     config = acc_vit.CONFIGS[name]
-    model = acc_vit.build_acc_vit(name, num_classes=1000, drop_path_rate=drop_path_rate)
+    source_classes = source["classifier.5.weight"].shape[0]
+    model = acc_vit.build_acc_vit(name, num_classes=source_classes, drop_path_rate=drop_path_rate)
     plan = plan_assignments(config)
     apply_plan(model, source, plan)
     extra_norms = {item.target.rsplit(".", 1)[0] for item in plan if item.zero and "attention_norm" in item.target}
     calibrate_attention_norms(model, extra_norms)
     kinds = {item.target: item.kind for item in plan}
     width_selection = any(c != m for c, m in zip(config.channels, MAXVIT_CHANNELS))
-    if num_classes != 1000:
+    if num_classes != source_classes:
         reset_classifier(model, num_classes)
         kinds["classifier.5.weight"] = FRESH
     summary = InheritanceSummary(model=name, width_selection=width_selection)
