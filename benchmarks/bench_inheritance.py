@@ -74,7 +74,8 @@ def train_epoch(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, b
             loss = nn.functional.cross_entropy(logits, y[index])
         else:
             with torch.no_grad():
-                loss = distillation_loss(logits, teacher(x[index]), temperature=1.0, weight=1.0)
+                teacher_logits = teacher(x[index])
+            loss = distillation_loss(logits, teacher_logits, temperature=1.0, weight=1.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -104,6 +105,10 @@ def main() -> None:
     xb_test, yb_test = make_task("ultrasound", classes, test_per_class, args.seed + 3)
     rows: list[tuple[str, str, float, float]] = []
 
+    def record(task: str, name: str, accuracy: float, f1: float) -> None:
+        rows.append((task, name, accuracy, f1))
+        print(f"  RESULT | {task} | {name} | {accuracy:.1f} | {f1:.1f} |", flush=True)  # partial runs keep these
+
     print("1. teacher: maxvit_t from scratch on task A", flush=True)
     teacher = torchvision.models.maxvit_t(num_classes=classes)
     optimizer = torch.optim.AdamW(teacher.parameters(), lr=1e-3, weight_decay=0.05)
@@ -111,21 +116,21 @@ def main() -> None:
         loss = train_epoch(teacher, optimizer, xa, ya, args.batch_size, seed=epoch)
         print(f"  teacher epoch {epoch}: loss {loss:.3f}, test acc/F1 {scores(teacher, xa_test, ya_test)}", flush=True)
     teacher.eval().requires_grad_(False)
-    rows.append(("A", "maxvit_t teacher (trained)", *scores(teacher, xa_test, ya_test)))
+    record("A", "maxvit_t teacher (trained)", *scores(teacher, xa_test, ya_test))
 
     print("2. inherit into accvit_tiny, no training", flush=True)
     inherited, summary = inherit_from_maxvit("accvit_tiny", teacher.state_dict(), num_classes=classes)
     print("  " + summary.lines()[0], flush=True)
-    rows.append(("A", "accvit_tiny inherited, no training", *scores(inherited, xa_test, ya_test)))
+    record("A", "accvit_tiny inherited, no training", *scores(inherited, xa_test, ya_test))
     torch.manual_seed(args.seed)
     random_model = create_model("accvit_tiny", num_classes=classes)
-    rows.append(("A", "accvit_tiny random, no training", *scores(random_model, xa_test, ya_test)))
+    record("A", "accvit_tiny random, no training", *scores(random_model, xa_test, ya_test))
     inherited_state = {k: v.clone() for k, v in inherited.state_dict().items()}
 
     print("  one epoch of distillation on task A's images (no labels)", flush=True)
     optimizer = torch.optim.AdamW(inherited.parameters(), lr=1e-4, weight_decay=0.05)
     train_epoch(inherited, optimizer, xa, ya, args.batch_size, seed=100, teacher=teacher)
-    rows.append(("A", "accvit_tiny inherited + 1 epoch distillation", *scores(inherited, xa_test, ya_test)))
+    record("A", "accvit_tiny inherited + 1 epoch distillation", *scores(inherited, xa_test, ya_test))
 
     print("3. fine-tuning on task B", flush=True)
     curves: dict[str, list[float]] = {}
