@@ -85,7 +85,7 @@ def test_bad_options_each_give_one_clear_line(femto_run, tmp_path, monkeypatch):
     assert "unknown model 'resnet9000'" in _error_line(["finetune", "--split", split, "--model", "resnet9000", "--out", "r1"])
     assert "no split for dataset 'ham10000'" in _error_line(["finetune", "--dataset", "ham10000"])
     assert "'missing.csv' not found" in _error_line(["finetune", "--split", "missing.csv"])
-    assert "has no public ImageNet weights" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--out", "r2"])
+    assert "wider than MaxViT-T" in _error_line(["finetune", "--split", split, "--model", "accvit_small", "--out", "r2"])
     assert "--weights 'nope.pth'" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "nope.pth", "--out", "r3"])
     assert "multiple of 224" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
                                              "--image-size", "100", "--out", "r4"])

@@ -63,9 +63,10 @@ def test_missing_imagenet_file_offline_names_file_folder_and_url(torch_home):
     assert not imagenet_weights_cached("convnext_tiny")
 
 
-def test_acc_vit_has_no_imagenet_weights_and_says_to_pass_a_path():
-    with pytest.raises(UserError, match="no public ImageNet weights; pass weights=PATH"):
-        create_model("accvit_femto", weights="imagenet")
+def test_acc_vit_wider_than_maxvit_refuses_imagenet_and_names_alternatives():
+    # weights="imagenet" for ACC-ViT means inheritance from MaxViT-T (tests/test_inheritance.py).
+    with pytest.raises(UserError, match="wider than MaxViT-T.*accvit_tiny or accvit_nano.*--teacher maxvit_t"):
+        create_model("accvit_small", weights="imagenet")
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,8 @@ def create_model(
     """Build ``name`` with a ``num_classes``-way head.
 
     weights: None (random initialisation), ``"imagenet"`` (torchvision's IMAGENET1K_V1 through the
-    torch.hub cache; baselines only) or the path of a ``.pth``/``.safetensors`` state dict.
+    torch.hub cache; for ACC-ViT the same as ``"maxvit_t"``), ``"maxvit_t"`` (ACC-ViT initialised from
+    torchvision's MaxViT-T, see :mod:`.inheritance`) or the path of a ``.pth``/``.safetensors`` state dict.
     drop_path_rate: stochastic depth (default: the model's own). image_size: the side of the square
     input the model will see (default 224); ACC-ViT and MaxViT need a multiple of 224. fast: ACC-ViT
     only: the speed-tuned modules of :mod:`accvit_med.models.fast` (default) or, with False, the
@@ -196,7 +197,9 @@ def create_model(
         check_image_size(name, image_size)
     if weights is None:
         return _build(name, num_classes, drop_path_rate, image_size, fast)
-    if str(weights) == "imagenet":
+    if inherits_maxvit(name, weights):
+        return _inherit(name, num_classes, drop_path_rate, default=str(weights) == "imagenet")
+    if str(weights) == "imagenet" or (str(weights) == "maxvit_t" and info.family == "maxvit"):
         enum = imagenet_weights_enum(name)
         if enum is None:
             raise UserError(
@@ -210,6 +213,32 @@ def create_model(
         return model
     model = _build(name, num_classes, drop_path_rate, image_size, fast)
     load_into(model, read_state_dict(weights), info.head, source=str(weights))
+    return model
+
+
+def inherits_maxvit(name: str, weights) -> bool:
+    """True when ``weights`` asks for an ACC-ViT initialised from MaxViT-T (``maxvit_t``, or the default
+    ``imagenet`` for ACC-ViT); UserError for ``maxvit_t`` on a model that cannot take it."""
+    spec = None if weights is None else str(weights)
+    if spec == "maxvit_t" and model_info(name).family == "maxvit":
+        return False  # maxvit_t itself: its own ImageNet weights
+    if spec == "maxvit_t" or (spec == "imagenet" and model_info(name).family == "accvit"):
+        from accvit_med.models.inheritance import check_inheritable
+
+        check_inheritable(name)
+        return True
+    return False
+
+
+def _inherit(name: str, num_classes: int, drop_path_rate: float | None, default: bool) -> nn.Module:
+    import torchvision.models as tvm
+
+    from accvit_med.models.inheritance import inherit_from_maxvit, print_note
+
+    source = load_torchvision_state_dict(tvm.MaxVit_T_Weights.IMAGENET1K_V1)
+    model, summary = inherit_from_maxvit(name, source, num_classes, drop_path_rate=drop_path_rate)
+    print_note(summary, default)
+    model.inheritance = summary.to_dict()  # read by the run's config.json (training.modelling)
     return model
 
 

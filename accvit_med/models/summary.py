@@ -37,10 +37,23 @@ def summarize_models(image_size: int = 224, design_study: bool = False) -> list[
         with torch.device("meta"):
             model = create_model(name, image_size=image_size)
         info = model_info(name)
-        if info.imagenet_weights is None:
-            weights = "none public (weights=PATH)"
+        if info.family == "accvit":
+            weights = _inherited_weights(name)
         else:
             weights = "ImageNet-1K (cached)" if imagenet_weights_cached(name) else "ImageNet-1K (download)"
         rows.append(ModelSummary(name, info.family, count_parameters(model), count_flops(model, image_size) / 1e9,
                                  weights, info.design_study))
     return rows
+
+
+def _inherited_weights(name: str) -> str:
+    """What weights="imagenet" gives an ACC-ViT: MaxViT-T's weights inherited, where it can take them."""
+    from accvit_med.errors import UserError
+    from accvit_med.models.inheritance import check_inheritable
+
+    try:
+        check_inheritable(name)
+    except UserError:
+        return "none public (weights=PATH)"
+    where = "cached" if imagenet_weights_cached("maxvit_t") else "download"
+    return f"inherited from maxvit_t ({where})"

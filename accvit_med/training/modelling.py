@@ -51,12 +51,16 @@ def _imagenet_file(model_name: str) -> Optional[Path]:
     return None if enum is None else Path(torchvision_weights_file(enum))
 
 
-def weights_record(spec: str, model_name: str) -> dict:
-    """What config.json says about the starting weights: the choice, the file and its sha256."""
+def weights_record(spec: str, model_name: str, inheritance: Optional[dict] = None) -> dict:
+    """What config.json says about the starting weights: the choice, the file and its sha256, and for
+    an ACC-ViT initialised from MaxViT-T the inheritance summary (``inheritance``)."""
     if spec == "none":
         return {"spec": "none", "file": None, "sha256": None}
-    if spec == "imagenet":
-        cached = _imagenet_file(model_name)
+    if inheritance is not None:
+        record = weights_record("imagenet", "maxvit_t")
+        return {**record, "spec": spec, "inheritance": inheritance}
+    if spec in ("imagenet", "maxvit_t"):
+        cached = _imagenet_file("maxvit_t" if spec == "maxvit_t" else model_name)
         present = cached is not None and cached.is_file()
         return {"spec": "imagenet", "file": str(cached) if present else None, "sha256": sha256_file(cached) if present else None}
     path = Path(spec)
@@ -66,17 +70,23 @@ def weights_record(spec: str, model_name: str) -> dict:
 def check_model_choice(config: FinetuneConfig) -> None:
     """Fail on an unknown model, missing weights file or bad input size before anything is written."""
     from accvit_med.models import model_info
-    from accvit_med.models.registry import imagenet_weights_enum
+    from accvit_med.models.registry import imagenet_weights_enum, inherits_maxvit
 
     info = model_info(config.model)
     spec = config.weights
+    if inherits_maxvit(config.model, spec):  # ACC-ViT from MaxViT-T; refuses models wider than it
+        return _check_image_size(info, config)
     if spec == "imagenet" and imagenet_weights_enum(config.model) is None:
         raise UserError(
             f"{config.model} has no public ImageNet weights; pass --weights PATH (a .pth or .safetensors "
             "state dict, e.g. from your own ImageNet pre-training) or --weights none to train from scratch"
         )
-    if spec not in ("imagenet", "none") and not Path(spec).is_file():
-        raise UserError(f"--weights '{spec}' is neither imagenet, none nor an existing file; pass one of those")
+    if spec not in ("imagenet", "none", "maxvit_t") and not Path(spec).is_file():
+        raise UserError(f"--weights '{spec}' is neither imagenet, maxvit_t, none nor an existing file; pass one of those")
+    _check_image_size(info, config)
+
+
+def _check_image_size(info, config: FinetuneConfig) -> None:
     if info.size_multiple is not None and config.image_size % info.size_multiple:
         raise UserError(f"{config.model} needs --image-size a multiple of {info.size_multiple}, got {config.image_size}")
 
@@ -98,7 +108,7 @@ def build_model(
         model = create_model(
             config.model, num_classes=num_classes, weights=None if spec == "none" else spec, image_size=config.image_size
         )
-        record = weights_record(spec, config.model)
+        record = weights_record(spec, config.model, getattr(model, "inheritance", None))
     if config.batchnorm_momentum is not None:
         set_batchnorm_momentum(model, config.batchnorm_momentum)
     if config.grad_checkpointing:

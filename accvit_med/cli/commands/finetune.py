@@ -20,7 +20,7 @@ def finetune(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default: the one in the split's manifest)."),
     model: Optional[str] = typer.Option(None, "--model", help="Registered model name. (default: accvit_tiny)"),
     weights: Optional[str] = typer.Option(
-        None, "--weights", help="imagenet, none (from scratch) or a checkpoint file. (default: imagenet)"
+        None, "--weights", help="imagenet (ACC-ViT: inherited from MaxViT-T), maxvit_t, none (from scratch) or a checkpoint file. (default: imagenet)"
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory. (default: runs/<dataset>/<model>/<name>)"),
     name: Optional[str] = typer.Option(None, "--name", help="Run name under runs/<dataset>/<model>/. (default: seed<seed>)"),

@@ -14,13 +14,16 @@ def register(app: typer.Typer) -> None:
 
 
 def pretrain(
-    data_path: Path = typer.Option(..., "--data-path", help="ImageNet-style folder with train/<class>/ and val/<class>/."),
+    data_path: Path = typer.Option(..., "--data-path", help="ImageNet-style folder with train/<class>/ and val/<class>/; with --teacher and --distill-weight 1 any folder of images."),
     model: Optional[str] = typer.Option(None, "--model", help="accvit_femto, _pico, _nano, _tiny, _small or _base."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory.  [default: runs/pretrain/<model>]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from <out>/checkpoints/last.pt."),
     force: bool = typer.Option(False, "--force", help="Delete an existing run directory and start again."),
     eval_only: bool = typer.Option(False, "--eval-only", help="Only evaluate --weights on val/ (model and EMA)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint or state dict for --eval-only."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="With --eval-only: the checkpoint or state dict to evaluate. Else the student's initial weights: maxvit_t (inherited from MaxViT-T; imagenet means the same) or PATH.  [default: random]"),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Distil from this registry baseline's ImageNet weights (e.g. maxvit_t); see docs/pretrained-weights.md."),
+    distill_temperature: Optional[float] = typer.Option(None, "--distill-temperature", help="Softmax temperature of the distillation KL.  [default: 1.0]"),
+    distill_weight: Optional[float] = typer.Option(None, "--distill-weight", help="Share of the distillation loss (the rest: label loss); 1 needs no labels, so --data-path may be a plain image folder.  [default: 1.0]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="[default: 400]"),
     warmup_epochs: Optional[int] = typer.Option(None, "--warmup-epochs", help="Linear warm-up.  [default: 32]"),
     warmup_decay: Optional[float] = typer.Option(None, "--warmup-decay", help="Warm-up starts at lr x this.  [default: 0.01]"),
@@ -51,6 +54,8 @@ def pretrain(
 ) -> None:
     """Pre-train ACC-ViT on an ImageNet-style folder with the paper's recipe (Table 4), or evaluate a checkpoint.
 
+    Distillation: --teacher maxvit_t (with --weights maxvit_t for an inherited student) trains on the
+    teacher's soft predictions; history.csv logs the student-teacher top-1 agreement.
     Multi-GPU: torchrun --nproc-per-node 8 -m accvit_med pretrain --data-path DIR --model accvit_tiny.
     Writes config.json, history.csv (model and EMA top-1/top-5 per epoch), checkpoints/{last,best}.pt
     (best by EMA top-1) and checkpoints/best_weights.safetensors (the EMA weights of the best epoch) to
@@ -73,8 +78,8 @@ def pretrain(
                 typer.echo(f"{which:>9}: top-1 {metrics.top1:.3f}%  top-5 {metrics.top5:.3f}%  "
                            f"loss {metrics.loss:.4f}  ({metrics.images} images)")
         return
-    if weights is not None:
-        raise UserError("--weights is only read with --eval-only; pre-training starts from random weights")
+    if teacher is None and (distill_temperature is not None or distill_weight is not None):
+        raise UserError("--distill-temperature and --distill-weight need --teacher NAME (e.g. --teacher maxvit_t)")
     if model is None:
         raise UserError("pass --model (accvit_femto, accvit_pico, accvit_nano, accvit_tiny, accvit_small or accvit_base)")
     from accvit_med.training.pretrain.engine import PretrainOptions
@@ -87,9 +92,10 @@ def pretrain(
         "auto_augment": auto_augment, "ra_reps": ra_reps, "ema": ema, "ema_steps": ema_steps, "ema_decay": ema_decay,
         "clip_grad_norm": clip_grad_norm, "train_crop_size": train_crop_size, "val_resize_size": val_resize_size,
         "val_crop_size": val_crop_size, "interpolation": interpolation, "seed": seed,
+        "teacher": teacher, "distill_temperature": distill_temperature, "distill_weight": distill_weight,
     }
     options = PretrainOptions(data_path=data_path, out=out, batch_size=batch_size, workers=workers, device=device,
-                              amp=amp, resume=resume, force=force, stop_after=stop_after)
+                              amp=amp, resume=resume, force=force, stop_after=stop_after, weights=weights)
     try:
         result = run_pretrain(model, overrides, options)
     except KeyboardInterrupt:

@@ -53,6 +53,7 @@ from accvit_med.training.loop import (NonFiniteLoss, autocast_context, check_fin
 from accvit_med.training.modelling import resolve_device, unwrap
 from accvit_med.training.progress import EpochBar
 from accvit_med.training.run_dir import RunDir, prepare_run_dir, release_run_dir
+from accvit_med.training.pretrain.distill import distillation_loss
 from accvit_med.training.pretrain.ema import ExponentialMovingAverage, adjusted_ema_decay
 from accvit_med.training.pretrain.imagenet import load_imagenet_folders
 from accvit_med.training.pretrain.mixing import MixupCutmix
@@ -63,7 +64,8 @@ from accvit_med.training.pretrain.schedule import lr_at, set_lr
 
 HISTORY_COLUMNS = (
     "epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5",
-    "ema_val_loss", "ema_val_top1", "ema_val_top5", "images_per_s", "epoch_seconds",
+    "ema_val_loss", "ema_val_top1", "ema_val_top5", "val_agreement", "ema_val_agreement", "images_per_s",
+    "epoch_seconds",
 )
 
 
@@ -80,6 +82,7 @@ class PretrainOptions:
     resume: bool = False
     force: bool = False
     stop_after: Optional[int] = None  # epochs to run in this invocation (time-limited cluster jobs)
+    weights: Optional[str] = None  # the student's initial weights: maxvit_t, imagenet (= maxvit_t) or PATH
 
 
 @dataclass
@@ -91,10 +94,11 @@ class PretrainResult:
 
 @dataclass(frozen=True)
 class Metrics:
-    loss: float
-    top1: float
-    top5: float
+    loss: Optional[float]  # None: no labels (a distillation run on unlabelled images)
+    top1: Optional[float]
+    top5: Optional[float]
     images: int
+    agreement: Optional[float] = None  # % of images where student and teacher agree on the top class
 
 
 def default_out(model: str, root: str = "runs") -> Path:
@@ -183,28 +187,38 @@ def _collective_check(ctx: DistContext, action) -> Any:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype, ctx: DistContext,
-             num_classes: int, console: Console, description: str) -> Metrics:
-    """Loss, top-1 and top-5 (top-k with k = min(5, classes)) over every process's share of ``loader``."""
+             num_classes: int, console: Console, description: str, teacher: Optional[nn.Module] = None,
+             labelled: bool = True) -> Metrics:
+    """Loss, top-1 and top-5 (top-k with k = min(5, classes)) over every process's share of ``loader``;
+    with a ``teacher``, also the top-1 agreement with it; without labels, only that agreement."""
     model.eval()
     k = min(5, num_classes)
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    loss_sum = correct1 = correct5 = count = 0.0
+    loss_sum = correct1 = correct5 = agree = count = 0.0
     with EpochBar(console, description, len(loader.dataset) * ctx.world_size, ctx.is_main) as bar:
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with autocast_context(device, amp_dtype):
                 logits = model(images)
+                teacher_top = None if teacher is None else teacher(images).argmax(dim=1)
             logits = logits.float()
-            loss_sum += float(criterion(logits, labels))
-            top = logits.topk(k, dim=1).indices
-            hits = top == labels[:, None]
-            correct1 += float(hits[:, 0].sum())
-            correct5 += float(hits.any(dim=1).sum())
+            if teacher_top is not None:
+                agree += float((logits.argmax(dim=1) == teacher_top).sum())
+            if labelled:
+                loss_sum += float(criterion(logits, labels))
+                top = logits.topk(k, dim=1).indices
+                hits = top == labels[:, None]
+                correct1 += float(hits[:, 0].sum())
+                correct5 += float(hits.any(dim=1).sum())
             count += labels.shape[0]
             bar.advance(labels.shape[0] * ctx.world_size)
-    loss_sum, correct1, correct5, count = all_reduce_sum(ctx, [loss_sum, correct1, correct5, count])
+    loss_sum, correct1, correct5, agree, count = all_reduce_sum(ctx, [loss_sum, correct1, correct5, agree, count])
     count = max(count, 1.0)
-    return Metrics(loss=loss_sum / count, top1=100.0 * correct1 / count, top5=100.0 * correct5 / count, images=int(count))
+    agreement = None if teacher is None else 100.0 * agree / count
+    if not labelled:
+        return Metrics(loss=None, top1=None, top5=None, images=int(count), agreement=agreement)
+    return Metrics(loss=loss_sum / count, top1=100.0 * correct1 / count, top5=100.0 * correct5 / count,
+                   images=int(count), agreement=agreement)
 
 
 def _val_loader(val_set, ctx: DistContext, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
@@ -231,6 +245,17 @@ def pretrain(model: str, overrides: dict[str, Any], options: PretrainOptions,
     if options.stop_after is not None and options.stop_after < 1:
         raise UserError(f"--stop-after must be at least 1 epoch, got {options.stop_after}")
 
+    if recipe.teacher is not None:
+        from accvit_med.training.pretrain.distill import check_teacher
+
+        check_teacher(recipe.teacher)
+    if options.weights is not None and checkpoint is None:
+        from accvit_med.models.registry import inherits_maxvit
+
+        # Refuses models wider than MaxViT-T and missing files before anything is written.
+        if not inherits_maxvit(recipe.model, options.weights) and not Path(options.weights).is_file():
+            raise UserError(f"--weights '{options.weights}' is neither maxvit_t, imagenet nor an existing file")
+
     device = resolve_device(options.device)
     ctx = init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -238,7 +263,12 @@ def pretrain(model: str, overrides: dict[str, Any], options: PretrainOptions,
         torch.cuda.set_device(device)
     try:
         layout = batch_layout(recipe.global_batch_size, ctx.world_size, options.batch_size)
-        data = load_imagenet_folders(options.data_path, recipe)
+        if recipe.teacher is not None:
+            from accvit_med.training.pretrain.distill import load_distillation_data
+
+            data = load_distillation_data(options.data_path, recipe, recipe.teacher)
+        else:
+            data = load_imagenet_folders(options.data_path, recipe)
         if checkpoint is not None and list(checkpoint["classes"]) != data.classes:
             raise UserError(
                 f"the class folders of {options.data_path} differ from those of the run being resumed; "
@@ -263,8 +293,16 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
         torch.backends.cudnn.benchmark = True  # speed over bitwise reproducibility on GPUs
 
     seed_everything(recipe.seed)  # the same initial weights on every rank
-    model = create_model(recipe.model, num_classes=num_classes, drop_path_rate=recipe.drop_path_rate)
+    # Resuming loads the checkpoint's weights, so the initial weights are read only for a new run.
+    initial = options.weights if checkpoint is None else None
+    model = create_model(recipe.model, num_classes=num_classes, weights=initial, drop_path_rate=recipe.drop_path_rate)
     model.to(device)
+    teacher = None
+    labelled = getattr(data, "labelled", True)
+    if recipe.teacher is not None:
+        from accvit_med.training.pretrain.distill import load_teacher
+
+        teacher = load_teacher(recipe.teacher, device)
     optimizer = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr)
     amp_dtype = _amp_dtype(options.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -303,6 +341,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
         "model": recipe.model,
         "classes": classes,
         "data_path": str(Path(options.data_path).resolve()),
+        "weights": None if options.weights is None else {"spec": str(options.weights),
+                                                         "inheritance": getattr(model, "inheritance", None)},
         "distributed": {"world_size": ctx.world_size, "batch_size_per_process": layout.per_process,
                         "accumulation_steps": layout.accumulation_steps},
         "ema_decay_adjusted": ema_decay,
@@ -314,6 +354,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
 
     def best_of(rows: list[dict]) -> Optional[dict]:
         key = "ema_val_top1" if ema is not None else "val_top1"
+        if not labelled:  # unlabelled distillation: the best agreement with the teacher
+            key = key.replace("top1", "agreement")
         return max(rows, key=lambda r: r[key]) if rows else None
 
     def state(epoch: int) -> dict[str, Any]:
@@ -359,18 +401,20 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
             started = time.perf_counter()
             train_loss, images_seen = _train_epoch(
                 train_model, model, ema, train_loader, mixer, criterion, optimizer, scaler, amp_dtype, recipe,
-                layout, epoch, steps_per_epoch, ctx, device, console, global_step,
+                layout, epoch, steps_per_epoch, ctx, device, console, global_step, teacher,
             )
             global_step += steps_per_epoch
             train_seconds = time.perf_counter() - started
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                    "images_per_s": images_seen / max(train_seconds, 1e-9)}
-            val = evaluate(model, val_loader, device, amp_dtype, ctx, num_classes, console, f"epoch {epoch} val")
-            row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+            val = evaluate(model, val_loader, device, amp_dtype, ctx, num_classes, console, f"epoch {epoch} val",
+                           teacher, labelled)
+            row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5, val_agreement=val.agreement)
             if ema is not None:
                 ema_val = evaluate(ema.module, val_loader, device, amp_dtype, ctx, num_classes, console,
-                                   f"epoch {epoch} val (EMA)")
-                row.update(ema_val_loss=ema_val.loss, ema_val_top1=ema_val.top1, ema_val_top5=ema_val.top5)
+                                   f"epoch {epoch} val (EMA)", teacher, labelled)
+                row.update(ema_val_loss=ema_val.loss, ema_val_top1=ema_val.top1, ema_val_top5=ema_val.top5,
+                           ema_val_agreement=ema_val.agreement)
             row["epoch_seconds"] = time.perf_counter() - started
             history.append(row)
             if ctx.is_main:
@@ -384,6 +428,7 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
                         "model": recipe.model, "classes": classes, "epoch": epoch,
                         "source": "model_ema" if ema is not None else "model",
                         "val_top1": row["ema_val_top1" if ema is not None else "val_top1"],
+                        "val_agreement": row.get("ema_val_agreement" if ema is not None else "val_agreement"),
                         "recipe": recipe.to_dict(),
                     })
                 atomic_write_text(run.history, _history_csv(history))
@@ -408,8 +453,11 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
 
 def _train_epoch(train_model, model, ema, loader, mixer, criterion, optimizer, scaler, amp_dtype,
                  recipe: PretrainRecipe, layout: BatchLayout, epoch: int, steps_per_epoch: int,
-                 ctx: DistContext, device: torch.device, console: Console, global_step: int) -> tuple[float, int]:
-    """One epoch of optimizer steps, each over ``accumulation_steps`` micro-batches; returns (mean loss, images)."""
+                 ctx: DistContext, device: torch.device, console: Console, global_step: int,
+                 teacher: Optional[nn.Module] = None) -> tuple[float, int]:
+    """One epoch of optimizer steps, each over ``accumulation_steps`` micro-batches; returns (mean loss, images).
+
+    With a ``teacher`` the loss is :func:`.distill.distillation_loss` on the same (mixed) images."""
     train_model.train()
     micro_steps = len(loader)
     loss_sum = images = 0.0
@@ -427,12 +475,18 @@ def _train_epoch(train_model, model, ema, loader, mixer, criterion, optimizer, s
                                         min_lr=recipe.min_lr, epochs=recipe.epochs,
                                         warmup_epochs=recipe.warmup_epochs, warmup_decay=recipe.warmup_decay))
             batch, labels = batch.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            batch, targets = mixer(batch, labels)
+            batch, targets = mixer(batch, labels.clamp(min=0))  # unlabelled images carry -1; targets unused then
             # Gradients are all-reduced only on the last micro-batch of an optimizer step.
             sync = last_in_group or not ctx.enabled
             with contextlib.nullcontext() if sync else train_model.no_sync():
                 with autocast_context(device, amp_dtype):
-                    loss = criterion(train_model(batch), targets)
+                    if teacher is None:
+                        loss = criterion(train_model(batch), targets)
+                    else:
+                        with torch.no_grad():
+                            teacher_logits = teacher(batch)
+                        loss = distillation_loss(train_model(batch), teacher_logits, recipe.distill_temperature,
+                                                 recipe.distill_weight, targets, criterion)
                 check_finite_loss(loss, micro + 1, ctx)  # before backward: the weights stay finite
                 scaler.scale(loss / group_size).backward()
             loss_sum += float(loss.detach()) * labels.shape[0]
@@ -456,10 +510,15 @@ def _train_epoch(train_model, model, ema, loader, mixer, criterion, optimizer, s
 
 
 def _summary_line(row: dict, epochs: int, improved: bool) -> str:
-    line = (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.3g}  train loss {row['train_loss']:.4f}  "
-            f"val top-1 {row['val_top1']:.2f} top-5 {row['val_top5']:.2f}")
-    if "ema_val_top1" in row:
+    line = f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.3g}  train loss {row['train_loss']:.4f}"
+    if row.get("val_top1") is not None:
+        line += f"  val top-1 {row['val_top1']:.2f} top-5 {row['val_top5']:.2f}"
+    if row.get("ema_val_top1") is not None:
         line += f"  EMA top-1 {row['ema_val_top1']:.2f} top-5 {row['ema_val_top5']:.2f}"
+    if row.get("val_agreement") is not None:
+        line += f"  agreement with teacher {row['val_agreement']:.2f}%"
+    if row.get("ema_val_agreement") is not None:
+        line += f" (EMA {row['ema_val_agreement']:.2f}%)"
     line += f"  {row['images_per_s']:.1f} img/s"
     return line + ("  (best)" if improved else "")
 

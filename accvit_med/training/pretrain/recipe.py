@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 from accvit_med.errors import UserError
 
@@ -60,6 +61,10 @@ class PretrainRecipe:
     val_crop_size: int = 224
     interpolation: str = "bicubic"
     seed: int = 0
+    # Distillation (pretrain --teacher, see .distill): None trains on labels alone.
+    teacher: Optional[str] = None
+    distill_temperature: float = 1.0
+    distill_weight: float = 1.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,6 +94,8 @@ class PretrainRecipe:
             raise UserError(f"--interpolation must be bicubic or bilinear, got {self.interpolation!r}")
         if self.ra_reps < 1 or self.ema_steps < 1:
             raise UserError("--ra-reps and --ema-steps must be at least 1")
+        if self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
+            raise UserError("--distill-temperature must be > 0 and --distill-weight in [0, 1]")
         if min(self.mixup_alpha, self.cutmix_alpha, self.label_smoothing, self.clip_grad_norm) < 0:
             raise UserError("--mixup-alpha, --cutmix-alpha, --label-smoothing and --clip-grad-norm must be >= 0")
 

@@ -1,0 +1,133 @@
+"""Knowledge distillation for ``accvit-med pretrain --teacher NAME``.
+
+The student learns the teacher's soft predictions: ``T^2 * KL(softmax(t/T) || softmax(s/T))`` at
+temperature ``T`` (Hinton et al. 2015; the ``T^2`` keeps gradient sizes comparable across
+temperatures), mixed with the label loss as ``w * distillation + (1 - w) * label loss``. With
+``w = 1`` (the default, the "function matching" of Beyer et al. 2022) no labels are needed, so any
+folder of images works: an ImageNet-style folder, or a plain folder of images (searched
+recursively; every 10th image, in sorted order, is held out to measure agreement).
+
+The teacher is a registry baseline with torchvision ImageNet weights (``maxvit_t``, ``swin_t``,
+``convnext_tiny``), kept in eval mode without gradients; the student gets the teacher's 1000-class
+head. Each epoch logs the student-teacher top-1 agreement on the held-out images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from accvit_med.errors import UserError
+
+HOLDOUT_EVERY = 10  # plain folders: every 10th image (sorted) measures agreement, the rest trains
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                      weight: float, targets: Optional[torch.Tensor] = None,
+                      criterion: Optional[nn.Module] = None) -> torch.Tensor:
+    """``weight * T^2 * KL(teacher || student) + (1 - weight) * criterion(student, targets)``.
+
+    Args:
+        student_logits, teacher_logits: ``(B, classes)``.
+        temperature: softens both distributions (T > 0).
+        weight: share of the distillation term in [0, 1]; 1 needs no targets.
+        targets, criterion: the label loss (e.g. cross-entropy on mixed soft targets).
+    """
+    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    soft = F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature**2
+    if weight >= 1.0:
+        return soft
+    return weight * soft + (1.0 - weight) * criterion(student_logits, targets)
+
+
+def check_teacher(name: str) -> None:
+    """UserError unless ``name`` is a registry model with torchvision ImageNet weights."""
+    from accvit_med.models.registry import imagenet_weights_enum, list_models, model_info
+
+    info = model_info(name)
+    if info.family == "accvit" or imagenet_weights_enum(name) is None:
+        baselines = [m for m in list_models() if model_info(m).imagenet_weights is not None]
+        raise UserError(f"--teacher {name} has no ImageNet weights to teach with; choose one of {', '.join(baselines)}")
+
+
+def load_teacher(name: str, device: torch.device) -> nn.Module:
+    """The teacher with its ImageNet weights (torch.hub cache), in eval mode and without gradients."""
+    from accvit_med.models import create_model
+
+    check_teacher(name)
+    teacher = create_model(name, num_classes=1000, weights="imagenet").to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def teacher_classes(name: str) -> list[str]:
+    """The teacher's class names, in its output order (torchvision's ImageNet categories)."""
+    from accvit_med.models.registry import imagenet_weights_enum
+
+    return list(imagenet_weights_enum(name).meta["categories"])
+
+
+class ImageFiles(Dataset):
+    """Unlabelled images: ``(transform(image), -1)`` per file."""
+
+    def __init__(self, paths: list[Path], transform) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from torchvision.datasets.folder import default_loader
+
+        return self.transform(default_loader(str(self.paths[index]))), -1
+
+
+@dataclass
+class DistillationData:
+    classes: list[str]  # the student's (= teacher's) output classes
+    labelled: bool  # True when the folder's classes are the teacher's (label loss and top-1 possible)
+    train: Dataset
+    val: Dataset
+
+
+def load_distillation_data(data_path: str | Path, recipe, teacher: str) -> DistillationData:
+    """Images to distil on: an ImageNet-style folder (labels used when its classes are the
+    teacher's), or with ``distill_weight`` 1 any folder of images."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from accvit_med.training.pretrain.imagenet import eval_transform, load_imagenet_folders, train_transform
+
+    root = Path(data_path)
+    classes = teacher_classes(teacher)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        folders = load_imagenet_folders(root, recipe)
+        labelled = len(folders.classes) == len(classes)
+        if not labelled and recipe.distill_weight < 1:
+            raise UserError(
+                f"{root} has {len(folders.classes)} classes, the teacher {teacher} {len(classes)}: the label loss "
+                "needs the teacher's classes; pass --distill-weight 1 (no labels) or the teacher's data set"
+            )
+        return DistillationData(classes, labelled, folders.train, folders.val)
+    if recipe.distill_weight < 1:
+        raise UserError(f"--distill-weight {recipe.distill_weight} needs labels: an ImageNet-style --data-path with "
+                        "train/ and val/; pass --distill-weight 1 to distil on a plain image folder")
+    if not root.is_dir():
+        raise UserError(f"--data-path {root} is not a folder; point it at a folder of images")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    if len(paths) < 2:
+        raise UserError(f"--data-path {root} holds {len(paths)} image(s); distillation needs at least 2")
+    val = paths[::HOLDOUT_EVERY]
+    train = [p for i, p in enumerate(paths) if i % HOLDOUT_EVERY]
+    return DistillationData(
+        classes, False,
+        ImageFiles(train, train_transform(recipe.train_crop_size, recipe.interpolation, recipe.auto_augment)),
+        ImageFiles(val, eval_transform(recipe.val_resize_size, recipe.val_crop_size, recipe.interpolation)),
+    )
