@@ -38,6 +38,10 @@ def test_pretrain_with_a_teacher_on_unlabelled_images(offline_cache, tmp_path):
     rng = np.random.default_rng(0)
     for i in range(5):  # 4 train + 1 held out (every 10th, sorted)
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    # Never inputs under the image policy: a macOS AppleDouble twin and our own cache folder.
+    (images / "._0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (tmp_path / "unlabelled" / ".accvit-cache").mkdir()
+    (tmp_path / "unlabelled" / ".accvit-cache" / "x.png").write_bytes(b"not a png")
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "pretrain", "--data-path", str(tmp_path / "unlabelled"), "--model", "accvit_femto", "--weights", "maxvit_t",
@@ -63,6 +67,7 @@ def test_pretrain_with_a_teacher_on_unlabelled_images(offline_cache, tmp_path):
     student.load_state_dict(torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"])
     teacher = load_teacher("maxvit_t", torch.device("cpu"))
     data = load_distillation_data(tmp_path / "unlabelled", recipe_for("accvit_femto"), "maxvit_t")
+    assert len(data.train) + len(data.val) == 5
     held_out = torch.stack([data.val[i][0] for i in range(len(data.val))])
     with torch.no_grad():
         agree = (student.eval()(held_out).argmax(1) == teacher(held_out).argmax(1)).float().mean() * 100

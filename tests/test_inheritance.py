@@ -164,7 +164,8 @@ def test_offline_without_the_file_says_where_to_put_it(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name, weights, expected", [
     ("accvit_small", "maxvit_t", "accvit_small is wider than MaxViT-T"),
     ("accvit_base", "imagenet", "accvit_base is wider than MaxViT-T"),
-    ("swin_t", "maxvit_t", "initialises ACC-ViT models only"),
+    ("swin_t", "maxvit_t", "the ACC-ViT variants of Table 2 only"),
+    ("accvit_nano_mbconv", "maxvit_t", "the ACC-ViT variants of Table 2 only"),
 ])
 def test_refusals_are_one_line(name, weights, expected):
     with pytest.raises(UserError, match=expected) as caught:

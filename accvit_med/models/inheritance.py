@@ -87,7 +87,10 @@ def check_inheritable(name: str) -> None:
     """Raise a one-line UserError unless ``name`` can inherit MaxViT-T's weights."""
     config = acc_vit.CONFIGS.get(name)
     if config is None:
-        raise UserError(f"--weights maxvit_t initialises ACC-ViT models only, not {name}; use --weights imagenet")
+        # Baselines load their own ImageNet weights; the design-study variants change the layers the
+        # mapping is written for, so they would inherit only in part.
+        raise UserError(f"--weights maxvit_t initialises the ACC-ViT variants of Table 2 only, not {name}; "
+                        "use --weights imagenet for a baseline, --weights none or PATH otherwise")
     if any(c > m for c, m in zip(config.channels, MAXVIT_CHANNELS)):
         raise UserError(
             f"{name} is wider than MaxViT-T, so it cannot inherit its weights; use accvit_tiny or accvit_nano "

@@ -85,9 +85,9 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from torchvision.datasets.folder import default_loader
+        from accvit_med.training.pretrain.imagenet import policy_loader
 
-        return self.transform(default_loader(str(self.paths[index]))), -1
+        return self.transform(policy_loader(str(self.paths[index]))), -1
 
 
 @dataclass
@@ -121,7 +121,11 @@ def load_distillation_data(data_path: str | Path, recipe, teacher: str) -> Disti
                         "train/ and val/; pass --distill-weight 1 to distil on a plain image folder")
     if not root.is_dir():
         raise UserError(f"--data-path {root} is not a folder; point it at a folder of images")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    from accvit_med.datasets.imagepolicy import is_candidate
+
+    # The project's image policy decides what is an input (no hidden files, AppleDouble, our cache).
+    paths = sorted(p for p in root.rglob("*")
+                   if p.suffix.lower() in IMG_EXTENSIONS and p.is_file() and is_candidate(p, root))
     if len(paths) < 2:
         raise UserError(f"--data-path {root} holds {len(paths)} image(s); distillation needs at least 2")
     val = paths[::HOLDOUT_EVERY]

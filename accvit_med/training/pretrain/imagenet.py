@@ -97,7 +97,7 @@ def _few(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _policy_loader(path: str):
+def policy_loader(path: str):
     from accvit_med.datasets.imagepolicy import open_image
     from accvit_med.datasets.torchdata import ImageReadError
 
@@ -121,7 +121,7 @@ def image_folder(split_dir: Path, transform):
 
     try:
         # The image policy: no hidden/AppleDouble files, upright, one-line errors for bad images.
-        return ImageFolder(str(split_dir), transform=transform, loader=_policy_loader,
+        return ImageFolder(str(split_dir), transform=transform, loader=policy_loader,
                            is_valid_file=lambda p: _is_image_file(p, split_dir))
     except FileNotFoundError as err:
         raise UserError(f"{split_dir}: {err}; every class folder needs at least one image") from None
