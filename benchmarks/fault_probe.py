@@ -77,7 +77,7 @@ FAULTS = (
           "training/finetune.py", "sampler_weights = rundata.sample_weights(data.train, num_classes)",
           "sampler_weights = None", ("tests/test_finetune.py", "-k", "sampler_draws")),
     Fault("jpeg-no-draft", "JPEGs decoded at full size (no draft mode)",
-          "datasets/cache.py", 'image.draft("RGB", (2 * size, 2 * size))', "pass",
+          "datasets/imagepolicy.py", 'image.draft("RGB", (draft_size, draft_size))', "pass",
           ("tests/test_cache.py", "-k", "draft")),
     Fault("write-in-place", "atomic_open writes straight into the target file",
           "fileio.py", 'fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)',
