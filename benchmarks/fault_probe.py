@@ -63,7 +63,7 @@ FAULTS = (
           "training/finetune.py", 'best_val_loss = float(checkpoint["best_val_loss"])', "best_val_loss = math.inf",
           ("tests/test_finetune.py", "-k", "worse_epoch")),
     Fault("cuda-attention-no-bias", "CUDA attention branch drops the relative-position bias",
-          "models/acc_vit.py", "return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)",
+          "models/fast/attention.py", "return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)",
           "return F.scaled_dot_product_attention(q, k, v, attn_mask=None)",
           ("tests/test_acc_vit.py", "-k", "window_attention")),
     # The untested promises of issue 21.
@@ -85,7 +85,7 @@ FAULTS = (
           ("tests/test_fileio.py",)),
     # A few more.
     Fault("cpu-attention-no-bias", "CPU inference attention drops the relative-position bias",
-          "models/acc_vit.py", "return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))",
+          "models/fast/attention.py", "return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))",
           "return F.scaled_dot_product_attention(q, k, v, attn_mask=None)",
           ("tests/test_acc_vit.py", "-k", "window_attention")),
     Fault("gradcam-no-relu", "Grad-CAM keeps negative evidence (ReLU dropped)",

@@ -138,7 +138,7 @@ class _ReportsCuda(torch.Tensor):
 def test_cuda_branch_of_window_attention_equals_explicit_attention_on_the_cpu(grad):
     # The branch CUDA runs (SDPA with the 3-D (heads, L, L) bias broadcast over windows), values and
     # gradients, without a GPU; tests/test_cuda.py checks the real kernels where one is present.
-    from accvit_med.models.acc_vit import _window_attention
+    from accvit_med.models.fast.attention import _window_attention
 
     q, k, v = (torch.randn(3, 4, 49, 16, dtype=torch.float64, requires_grad=grad) for _ in range(3))
     bias = torch.randn(4, 49, 49, dtype=torch.float64, requires_grad=grad)
