@@ -307,10 +307,10 @@ def test_resume_after_a_worse_epoch_keeps_the_best_of_the_uninterrupted_run(make
     assert reference.best_epoch == 1
 
     real_epoch = engine._run_epoch
-    def interrupt_at_epoch_2(*args):
+    def interrupt_at_epoch_2(*args, **kwargs):
         if args[4] == 2:  # (train_model, eval_model, data, config, epoch, ...)
             raise KeyboardInterrupt
-        return real_epoch(*args)
+        return real_epoch(*args, **kwargs)
 
     out = tmp_path / "interrupted"
     with monkeypatch.context() as patch:
