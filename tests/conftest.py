@@ -1,14 +1,25 @@
-"""Shared fixtures: a torchvision maxvit_t with random weights as the cached "ImageNet" file."""
+"""Shared fixtures (see docs/testing.md).
+
+``maxvit_home``/``offline_cache``: a torchvision maxvit_t with random weights as the cached
+"ImageNet" file. ``make_split`` builds a synthetic image folder and its split once per session for
+each set of arguments, so the files that train on "some small labelled images" share the same few
+folders instead of each writing its own. Tests that change a split copy it first (``copy_split``).
+"""
 
 from __future__ import annotations
 
 import urllib.request
 from pathlib import Path
+from typing import Callable
 from urllib.error import URLError
 
 import pytest
 import torch
 import torchvision
+
+from accvit_med.datasets.build import create_split
+from accvit_med.datasets.splits import read_split, write_split
+from accvit_med.datasets.synthetic import make_image_folder
 
 MAXVIT_FILE = "maxvit_t-bc5ab103.pth"
 
@@ -43,3 +54,37 @@ def offline_cache(maxvit_home, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     return home, state
+
+
+@pytest.fixture(scope="session")
+def make_split(tmp_path_factory) -> Callable[..., Path]:
+    """``make_split(classes, per_class, size=(36, 36), seed=0)`` -> the split CSV of a synthetic folder.
+
+    Built once per session per argument set; treat the files as read-only.
+    """
+    built: dict[tuple, Path] = {}
+
+    def make(classes: tuple[str, ...], per_class, size: tuple[int, int] = (36, 36), seed: int = 0) -> Path:
+        counts = tuple(sorted(per_class.items())) if isinstance(per_class, dict) else per_class
+        key = (tuple(classes), counts, tuple(size), seed)
+        if key not in built:
+            root = tmp_path_factory.mktemp("toy")
+            make_image_folder(root / "images", classes=tuple(classes), per_class=per_class, size=tuple(size), seed=seed)
+            create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
+            built[key] = root / "split.csv"
+        return built[key]
+
+    return make
+
+
+@pytest.fixture
+def copy_split(tmp_path) -> Callable[[Path], Path]:
+    """``copy_split(split_csv)`` -> a private copy (same images) under ``tmp_path``, for tests that edit it."""
+
+    def copy(split_csv: Path) -> Path:
+        split = read_split(split_csv)
+        target = tmp_path / "split-copy.csv"
+        write_split(split.frame, dict(split.manifest), target)
+        return target
+
+    return copy

@@ -125,6 +125,36 @@ def test_cpu_window_attention_equals_explicit_attention(grad):
         torch.testing.assert_close(_window_attention(q, k, v, bias), expected, rtol=1e-12, atol=1e-12)
 
 
+class _ReportsCuda(torch.Tensor):
+    """A CPU tensor that says it lives on CUDA: the device dispatch in ``_window_attention`` takes
+    its CUDA branch while the arithmetic runs on the CPU (PyTorch computes on the real storage)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda")
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_cuda_branch_of_window_attention_equals_explicit_attention_on_the_cpu(grad):
+    # The branch CUDA runs (SDPA with the 3-D (heads, L, L) bias broadcast over windows), values and
+    # gradients, without a GPU; tests/test_cuda.py checks the real kernels where one is present.
+    from accvit_med.models.fast.attention import _window_attention
+
+    q, k, v = (torch.randn(3, 4, 49, 16, dtype=torch.float64, requires_grad=grad) for _ in range(3))
+    bias = torch.randn(4, 49, 49, dtype=torch.float64, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        out = _window_attention(*(t.as_subclass(_ReportsCuda) for t in (q, k, v, bias)))
+        assert out.device.type == "cuda"  # the CUDA branch ran
+        expected = torch.softmax(q @ k.transpose(-2, -1) / 4 + bias, dim=-1) @ v
+        torch.testing.assert_close(out.as_subclass(torch.Tensor), expected, rtol=1e-12, atol=1e-12)
+    if grad:
+        upstream = torch.randn_like(expected)
+        ours = torch.autograd.grad(out.as_subclass(torch.Tensor), (q, k, v, bias), upstream)
+        theirs = torch.autograd.grad(expected, (q, k, v, bias), upstream)
+        for mine, reference in zip(ours, theirs):
+            torch.testing.assert_close(mine, reference, rtol=1e-10, atol=1e-10)
+
+
 def test_cpu_inference_attention_equals_reference_path_in_float32():
     # The stage-1 branches at 56x56 through the fused SDPA kernel, in the precision it runs in.
     layer = _attention_layer(rates=(1, 2, 4, 8)).eval()

@@ -93,3 +93,25 @@ def test_fill_cache_makes_each_entry_once(tmp_path):
     assert made == 3 and folder == tmp_path / "c" / "24"
     made_again, _ = fill_cache(tmp_path, paths, 24, tmp_path / "c", workers=1)
     assert made_again == 0
+
+
+def test_jpegs_are_decoded_in_draft_mode_pngs_in_full(tmp_path, monkeypatch):
+    # libjpeg decodes at 1/1, 1/2, 1/4 or 1/8 scale; asked for 2 x 32 = 64 pixels from a 1024-pixel
+    # photograph it can stop at 1/8 (128 pixels), which PIL's draft() reports. A PNG has no such mode.
+    from accvit_med.datasets import cache
+
+    smooth = np.linspace(0, 255, 1024)[None, :, None] * np.ones((1024, 1, 3))
+    Image.fromarray(smooth.astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(smooth.astype(np.uint8)).save(tmp_path / "big.png")
+    handed_over = []
+    real_resize = cache.resize_and_center_crop
+
+    def recording_resize(image, size):
+        handed_over.append(image.size)
+        return real_resize(image, size)
+
+    monkeypatch.setattr(cache, "resize_and_center_crop", recording_resize)
+    drafted = np.asarray(decode_resized(tmp_path / "big.jpg", 32), dtype=np.float64)
+    full = np.asarray(decode_resized(tmp_path / "big.png", 32), dtype=np.float64)
+    assert handed_over == [(128, 128), (1024, 1024)]
+    assert np.abs(drafted - full).mean() < 3  # the reduced decode keeps the content

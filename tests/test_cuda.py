@@ -18,8 +18,6 @@ import pytest
 import torch
 
 from accvit_med.benchmarking import peak_training_memory
-from accvit_med.datasets.build import create_split
-from accvit_med.datasets.synthetic import make_image_folder
 from accvit_med.models.fast import set_reference_attention
 from accvit_med.models.registry import create_model
 from accvit_med.training.evaluate import evaluate_run
@@ -82,11 +80,8 @@ def test_compiled_model_matches_eager():
 
 
 @pytest.fixture(scope="module")
-def gpu_split(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu")
-    make_image_folder(root / "images", classes=("a", "b", "c"), per_class=8, size=(64, 64), seed=3)
-    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
-    return root / "split.csv"
+def gpu_split(make_split):
+    return make_split(("a", "b", "c"), 8, size=(64, 64), seed=3)
 
 
 def test_amp_finetune_on_cuda_resumes_and_evaluates(gpu_split, tmp_path):

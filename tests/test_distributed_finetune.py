@@ -1,5 +1,6 @@
 """DDP under torchrun: two gloo processes on the CPU train one run (with --ema); only rank 0 writes,
-and the gathered predictions cover every test row exactly once."""
+the gathered predictions cover every test row exactly once, and they are the predictions a single
+process makes from the same checkpoint."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pandas as pd
+import pytest
 import torch
+from torch import nn
 
-from accvit_med.datasets.build import create_split
 from accvit_med.datasets.splits import read_split
-from accvit_med.datasets.synthetic import make_image_folder
+from accvit_med.training.evaluate import evaluate_run
 
 SCRIPT = textwrap.dedent(
     """
@@ -37,7 +40,7 @@ SCRIPT = textwrap.dedent(
     from accvit_med.training.finetune import finetune
     from accvit_med.training.recipe import FinetuneConfig
 
-    def tiny(num_classes):
+    def tiny(num_classes):  # the same network as the test module's tiny()
         return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                              nn.Flatten(), nn.Linear(8, num_classes))
 
@@ -51,11 +54,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_gloo_processes_train_one_run(tmp_path):
+def tiny(num_classes):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_classes))
+
+
+def test_two_gloo_processes_train_one_run(make_split, tmp_path):
     # 15 images: odd numbers of train, val and test rows, so the shards of two ranks are uneven.
-    make_image_folder(tmp_path / "images", classes=("a", "b"), per_class={"a": 9, "b": 6}, size=(36, 36), seed=4)
-    create_split("folder", tmp_path / "images", tmp_path / "split.csv", seed=0, grouped=False, progress=False)
-    split = read_split(tmp_path / "split.csv")
+    split_csv = make_split(("a", "b"), {"a": 9, "b": 6}, size=(36, 36), seed=4)
+    split = read_split(split_csv)
     script = tmp_path / "ddp.py"
     script.write_text(SCRIPT)
     reports = tmp_path / "reports"
@@ -65,7 +72,7 @@ def test_two_gloo_processes_train_one_run(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(script), str(tmp_path / "split.csv"), str(out), str(reports)],
+         str(script), str(split_csv), str(out), str(reports)],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -90,3 +97,25 @@ def test_two_gloo_processes_train_one_run(tmp_path):
     best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     assert {f"module.{k}" for k in last["model"]} | {"n_averaged"} == set(last["ema"])
     assert set(best["model"]) == set(last["model"]) and int(last["ema"]["n_averaged"]) > 1
+
+    # One process, the same best.pt: the gathered rows carry each image's own logits (a gather that
+    # placed the ranks' rows as they came would pair images with other images' probabilities).
+    classes = ["a", "b"]
+    probs = [f"prob_{c}" for c in classes]
+    run_metrics = json.loads((out / "metrics.json").read_text())
+    history = pd.read_csv(out / "history.csv")
+    for part in ("test", "val"):
+        single = evaluate_run(out, part=part, device="cpu", batch_size=3, model_factory=tiny,
+                              out=tmp_path / "single")
+        ours = pd.read_csv(out / f"predictions_{part}.csv")
+        theirs = pd.read_csv(single.predictions)
+        assert ours["path"].tolist() == theirs["path"].tolist()
+        np.testing.assert_allclose(ours[probs].to_numpy(), theirs[probs].to_numpy(), atol=1e-5)
+        assert ours["pred"].tolist() == theirs["pred"].tolist()
+        if part == "test":
+            for name in ("accuracy", "macro_f1", "macro_auc"):
+                assert run_metrics[name] == pytest.approx(single.metrics[name], abs=1e-9), name
+        else:  # the validation loss history.csv recorded for the best epoch
+            best_epoch = single.epoch
+            recorded = history.loc[history["epoch"] == best_epoch, "val_loss"].item()
+            assert recorded == pytest.approx(single.metrics["evaluated"]["loss"], abs=1e-5)

@@ -17,9 +17,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
-from accvit_med.datasets.build import create_split
 from accvit_med.datasets.splits import read_split, write_split
-from accvit_med.datasets.synthetic import make_image_folder
 from accvit_med.errors import UserError
 from accvit_med.training.evaluate import evaluate_run
 from accvit_med.training.finetune import HISTORY_COLUMNS, finetune
@@ -43,11 +41,8 @@ class TinyNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def toy_split(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    make_image_folder(root / "images", classes=CLASSES, per_class=10, size=(40, 36), seed=1)
-    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
-    return root / "split.csv"
+def toy_split(make_split):
+    return make_split(CLASSES, 10, size=(40, 36), seed=1)
 
 
 def tiny_config(split, **overrides) -> FinetuneConfig:
@@ -176,10 +171,9 @@ def test_evaluate_reproduces_the_test_predictions(toy_split, tmp_path):
     assert result.metrics["accuracy"] == metrics["accuracy"]
 
 
-def test_class_mismatch_between_split_and_checkpoint(toy_split, tmp_path):
-    split_copy = tmp_path / "split.csv"
+def test_class_mismatch_between_split_and_checkpoint(toy_split, copy_split, tmp_path):
+    split_copy = copy_split(toy_split)
     split = read_split(toy_split)
-    write_split(split.frame, dict(split.manifest), split_copy)
     out = tmp_path / "run"
     finetune(tiny_config(split_copy, epochs=1), out=str(out), model_factory=TinyNet)
     # The split file is re-made with its classes in another order: the head's outputs would be
@@ -229,3 +223,109 @@ def test_cache_and_channels_last_give_the_same_run(toy_split, tmp_path):
     nhwc = finetune(tiny_config(toy_split, epochs=1, channels_last=True), out=str(tmp_path / "nhwc"),
                     model_factory=TinyNet)
     assert nhwc.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-4)
+
+
+# --- Promises that only show when they are broken (issue 21) -------------------------------------
+
+IMBALANCED = {"alpha": 16, "beta": 5, "gamma": 5}
+
+
+def test_resume_refuses_a_split_whose_content_changed(toy_split, copy_split, tmp_path):
+    split_csv = copy_split(toy_split)
+    out = tmp_path / "run"
+    finetune(tiny_config(split_csv, epochs=1), out=str(out), model_factory=TinyNet)
+    # Same classes in the same order (the class check passes), one image moved from val to test.
+    split = read_split(split_csv)
+    frame = split.frame.copy()
+    moved = frame.index[frame["split"] == "val"][0]
+    frame.loc[moved, "split"] = "test"
+    write_split(frame, dict(split.manifest), split_csv)
+    assert read_split(split_csv).classes == split.classes
+    with pytest.raises(UserError, match="changed since run .* started"):
+        finetune(tiny_config(split_csv, epochs=2), out=str(out), model_factory=TinyNet, resume=True,
+                 explicit=["epochs"])
+    with pytest.raises(UserError, match="changed since the run was trained"):
+        evaluate_run(out, model_factory=TinyNet)
+
+
+def test_balance_weights_is_the_loss_sklearn_weighs(make_split, tmp_path):
+    from sklearn.metrics import log_loss
+    from sklearn.utils.class_weight import compute_class_weight
+
+    split_csv = make_split(CLASSES, IMBALANCED, size=(40, 36), seed=1)
+    split = read_split(split_csv)
+    out = tmp_path / "run"
+    result = finetune(tiny_config(split_csv, epochs=1, balance="weights", label_smoothing=0.0), out=str(out),
+                      model_factory=TinyNet)
+    train_labels = split.part("train")["label"].to_numpy()
+    class_weight = compute_class_weight("balanced", classes=np.array(CLASSES), y=train_labels)
+    assert not np.allclose(class_weight, 1.0)  # the set is imbalanced: the weights matter
+    predictions = pd.read_csv(out / "predictions_val.csv")  # epoch 1 is the best (only) epoch
+    probs = predictions[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    y = predictions["label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    weighted = log_loss(y, probs, labels=range(3), sample_weight=class_weight[y])
+    plain = log_loss(y, probs, labels=range(3))
+    assert result.history[0]["val_loss"] == pytest.approx(weighted, rel=1e-4)
+    assert abs(weighted - plain) > 1e-3  # and the unweighted loss would have been told apart
+
+
+def test_balance_sampler_draws_the_minority_classes_as_often(make_split, tmp_path, monkeypatch):
+    from accvit_med.training import data as rundata
+
+    split_csv = make_split(CLASSES, IMBALANCED, size=(40, 36), seed=1)
+    drawn: dict[str, list[int]] = {"none": [], "sampler": []}
+    real_loader = rundata.train_loader
+
+    def recording_loader(data, config, epoch, ctx, pin_memory, weights=None):
+        loader = real_loader(data, config, epoch, ctx, pin_memory, weights)
+        drawn[config.balance].extend(data.train.targets[i] for i in loader.sampler)
+        return loader
+
+    monkeypatch.setattr(rundata, "train_loader", recording_loader)
+    for balance in drawn:
+        finetune(tiny_config(split_csv, epochs=2, balance=balance), out=str(tmp_path / balance), model_factory=TinyNet)
+    train_counts = np.bincount(read_split(split_csv).part("train")["label"].map(
+        {c: i for i, c in enumerate(CLASSES)}), minlength=3)
+    # Without balancing each epoch is a permutation: the class counts of the training part.
+    assert np.bincount(drawn["none"], minlength=3).tolist() == (2 * train_counts).tolist()
+    # With the sampler each class is drawn with probability 1/3 (a seeded draw; the majority
+    # class would be ~60% without it). 3 sigma of a binomial(n, 1/3) is well inside 0.15.
+    share = np.bincount(drawn["sampler"], minlength=3) / len(drawn["sampler"])
+    assert len(drawn["sampler"]) == 2 * train_counts.sum()
+    np.testing.assert_allclose(share, 1 / 3, atol=0.15)
+    assert share[0] < train_counts[0] / train_counts.sum() - 0.15
+
+
+def test_resume_after_a_worse_epoch_keeps_the_best_of_the_uninterrupted_run(make_split, tmp_path, monkeypatch):
+    from accvit_med.training import finetune as engine
+
+    split_csv = make_split(("a", "b"), 10, size=(36, 36), seed=3)
+    # lr 0.05 on this set: epoch 1 is the best, epoch 2's validation loss is higher.
+    config = tiny_config(split_csv, epochs=2, lr=0.05, seed=11)
+    reference = finetune(config, out=str(tmp_path / "reference"), model_factory=TinyNet)
+    assert reference.history[1]["val_loss"] > reference.history[0]["val_loss"]
+    assert reference.best_epoch == 1
+
+    real_epoch = engine._run_epoch
+    def interrupt_at_epoch_2(*args, **kwargs):
+        if args[4] == 2:  # (train_model, eval_model, data, config, epoch, ...)
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    out = tmp_path / "interrupted"
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_run_epoch", interrupt_at_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(config, out=str(out), model_factory=TinyNet)
+    resumed = finetune(config, out=str(out), model_factory=TinyNet, resume=True)
+
+    assert resumed.best_epoch == reference.best_epoch
+    timing = ("images_per_s", "epoch_seconds")
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in timing} for row in rows]
+    assert strip(resumed.history) == strip(reference.history)
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    expected = torch.load(tmp_path / "reference" / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == expected["epoch"] == 1
+    for name, tensor in expected["model"].items():
+        assert torch.equal(best["model"][name], tensor), name
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "reference" / "metrics.json").read_text())

@@ -10,28 +10,24 @@ import pytest
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
-from accvit_med.datasets.build import create_split
-from accvit_med.datasets.synthetic import make_image_folder
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def femto_run(tmp_path_factory):
+def femto_run(make_split, tmp_path_factory):
     """One epoch of accvit_femto at 224 on 9 tiny images (3 per class; 1 per class per part)."""
-    root = tmp_path_factory.mktemp("cli")
-    make_image_folder(root / "images", classes=("x", "y", "z"), per_class=3, size=(48, 40), seed=2)
-    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
-    out = root / "run"
+    split = make_split(("x", "y", "z"), 3, size=(48, 40), seed=2)
+    out = tmp_path_factory.mktemp("cli") / "run"
     result = runner.invoke(app, [
-        "finetune", "--split", str(root / "split.csv"), "--model", "accvit_femto", "--weights", "none",
+        "finetune", "--split", str(split), "--model", "accvit_femto", "--weights", "none",
         "--epochs", "1", "--batch-size", "3", "--workers", "0", "--out", str(out),
     ])
-    return root, out, result
+    return split, out, result
 
 
 def test_finetune_femto_writes_the_run(femto_run):
-    root, out, result = femto_run
+    split, out, result = femto_run
     assert result.exit_code == 0, result.output
     assert "lr" in result.stdout and "5e-05" in result.stdout  # the resolved recipe is printed
     assert "training from scratch" in result.stderr
@@ -46,7 +42,7 @@ def test_finetune_femto_writes_the_run(femto_run):
 
 
 def test_evaluate_reproduces_predictions_test_csv(femto_run, tmp_path):
-    root, out, _ = femto_run
+    split, out, _ = femto_run
     result = runner.invoke(app, ["evaluate", "--run", str(out), "--out", str(tmp_path), "--workers", "0"])
     assert result.exit_code == 0, result.output
     written = pd.read_csv(out / "predictions_test.csv")
@@ -59,9 +55,9 @@ def test_evaluate_reproduces_predictions_test_csv(femto_run, tmp_path):
 
 
 def test_existing_run_is_refused_in_one_line(femto_run):
-    root, out, _ = femto_run
+    split, out, _ = femto_run
     before = (out / "metrics.json").read_bytes()
-    result = runner.invoke(app, ["finetune", "--split", str(root / "split.csv"), "--model", "accvit_femto",
+    result = runner.invoke(app, ["finetune", "--split", str(split), "--model", "accvit_femto",
                                  "--weights", "none", "--out", str(out)])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
@@ -79,8 +75,8 @@ def _error_line(args) -> str:
 
 
 def test_bad_options_each_give_one_clear_line(femto_run, tmp_path, monkeypatch):
-    root, out, _ = femto_run
-    split = str(root / "split.csv")
+    split, out, _ = femto_run
+    split = str(split)
     monkeypatch.chdir(tmp_path)
     assert "unknown model 'resnet9000'" in _error_line(["finetune", "--split", split, "--model", "resnet9000", "--out", "r1"])
     assert "no split for dataset 'ham10000'" in _error_line(["finetune", "--dataset", "ham10000"])
@@ -99,8 +95,8 @@ def test_bad_options_each_give_one_clear_line(femto_run, tmp_path, monkeypatch):
 
 
 def test_prepare_fills_the_cache(femto_run, tmp_path):
-    root, _, _ = femto_run
-    args = ["prepare", "--split", str(root / "split.csv"), "--image-size", "64", "--cache-dir", str(tmp_path), "--workers", "1"]
+    split, _, _ = femto_run
+    args = ["prepare", "--split", str(split), "--image-size", "64", "--cache-dir", str(tmp_path), "--workers", "1"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "9 image(s) cached, 0 already there" in first.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,25 +14,31 @@ from pathlib import Path
 
 import pytest
 
-from accvit_med.datasets.build import create_split
-from accvit_med.datasets.synthetic import make_image_folder
-from accvit_med.training.loop import BATCH_DELAY_ENV
 
 # The run: a tiny CNN via finetune's model-factory hook, three epochs, RandAugment on, workers=0.
 SCRIPT = textwrap.dedent(
     """
-    import signal, sys
+    import signal, sys, time
     # Background jobs may inherit SIGINT as ignored; a user's terminal delivers it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from torch import nn
     from accvit_med.training.finetune import finetune
     from accvit_med.training.recipe import FinetuneConfig
 
-    def tiny(num_classes):
-        return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                             nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+    split, out, resume, delay = sys.argv[1], sys.argv[2], sys.argv[3] == "resume", float(sys.argv[4])
 
-    split, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
+    def slow_down(module, inputs, output):
+        # Training batches only: the kill or Ctrl-C then lands reliably inside an epoch.
+        if module.training:
+            time.sleep(delay)
+
+    def tiny(num_classes):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                              nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+        if delay:
+            model.register_forward_hook(slow_down)
+        return model
+
     config = FinetuneConfig(split=split, model="tiny", weights="none", epochs=3, batch_size=4, lr=3e-3,
                             image_size=32, workers=0, seed=11)
     try:
@@ -45,21 +50,16 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    make_image_folder(root / "images", classes=("a", "b"), per_class=10, size=(36, 36), seed=3)
-    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
-    script = root / "run.py"
+def setup(make_split, tmp_path_factory):
+    split = make_split(("a", "b"), 10, size=(36, 36), seed=3)
+    script = tmp_path_factory.mktemp("resume") / "run.py"
     script.write_text(SCRIPT)
-    return root, script
+    return split, script
 
 
-def _start(script: Path, split: Path, out: Path, mode: str, delay: float | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop(BATCH_DELAY_ENV, None)
-    if delay is not None:
-        env[BATCH_DELAY_ENV] = str(delay)
-    return subprocess.Popen([sys.executable, str(script), str(split), str(out), mode], env=env,
+def _start(script: Path, split: Path, out: Path, mode: str, delay: float = 0.0) -> subprocess.Popen:
+    """The run in its own process; ``delay`` seconds of sleep after each training batch's forward."""
+    return subprocess.Popen([sys.executable, str(script), str(split), str(out), mode, str(delay)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -83,8 +83,7 @@ def _wait_for_epochs(process: subprocess.Popen, out: Path, epochs: int, timeout:
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(setup, tmp_path):
-    root, script = setup
-    split = root / "split.csv"
+    split, script = setup
 
     reference = _start(script, split, tmp_path / "reference", "new")
     out = tmp_path / "killed"
@@ -110,9 +109,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(setup, tmp_p
 
 
 def test_ctrl_c_keeps_last_checkpoint_and_exits_130(setup, tmp_path):
-    root, script = setup
+    split, script = setup
     out = tmp_path / "interrupted"
-    process = _start(script, root / "split.csv", out, "new", delay=0.3)
+    process = _start(script, split, out, "new", delay=0.3)
     _wait_for_epochs(process, out, 1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)

@@ -15,8 +15,6 @@ import torch
 import torchvision.models as tvm
 from torchvision.models.convnext import CNBlockConfig
 
-from accvit_med.datasets.build import create_split
-from accvit_med.datasets.synthetic import make_image_folder
 from accvit_med.errors import UserError
 from accvit_med.models import create_model
 from accvit_med.models.acc_vit import ACCViT, ACCViTConfig
@@ -90,11 +88,8 @@ def test_registry_models_wrap_every_block(name, blocks):
 
 
 @pytest.fixture(scope="module")
-def toy_split(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    make_image_folder(root / "images", classes=("a", "b"), per_class=6, size=(40, 36), seed=1)
-    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
-    return root / "split.csv"
+def toy_split(make_split):
+    return make_split(("a", "b"), 6, size=(40, 36), seed=1)
 
 
 def tiny_config(split, **overrides) -> FinetuneConfig:

@@ -140,6 +140,42 @@ def test_grad_cam_equals_class_activation_mapping_for_a_gap_linear_head():
     torch.testing.assert_close(result.probabilities, model(images).softmax(dim=1).detach())
 
 
+class SpatialNet(GapNet):
+    """GapNet with a fixed positive map M over the pooled positions: y_c = sum_k w_ck mean_ij(M_ij A_kij).
+
+    The gradient d y_c / d A_k[i, j] = w_ck M_ij / (h w) varies over space, so Grad-CAM (which
+    averages it: w_ck mean(M) / (h w)) differs from gradient x activation (which keeps M_ij).
+    """
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__(num_classes)
+        ramp = torch.linspace(0.05, 3.0, 64).reshape(8, 8)
+        self.register_buffer("spatial", ramp * ramp.T.flip(0))  # uneven in both directions, all > 0
+
+    def forward(self, x):
+        return self.head((self.features(x) * self.spatial).mean(dim=(2, 3)))
+
+
+def test_grad_cam_averages_a_gradient_that_varies_over_space():
+    torch.manual_seed(2)
+    model = SpatialNet().eval()
+    images = torch.randn(4, 3, 32, 32)
+    chosen = torch.tensor([2, 0, 1, 2])
+    result = grad_cam(model, images, CamTarget("features.1"), class_index=chosen)
+
+    # By hand: channel weights alpha_ck = mean_ij(w_ck M_ij / (h w)) = w_ck mean(M) / 64.
+    with torch.no_grad():
+        activations = model.features(images)
+        alpha = model.head.weight[chosen] * model.spatial.mean() / 64
+        expected = torch.relu(torch.einsum("bk,bkhw->bhw", alpha, activations))[:, None]
+        expected = torch.nn.functional.interpolate(expected, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+        # What gradient x activation would give: visibly different maps, so the check has teeth.
+        per_pixel = torch.relu(torch.einsum("bk,bkhw->bhw", model.head.weight[chosen], activations * model.spatial))[:, None]
+        per_pixel = torch.nn.functional.interpolate(per_pixel, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    assert (_normalised(per_pixel) - _normalised(expected)).abs().max() > 0.1
+    torch.testing.assert_close(result.maps, _normalised(expected), atol=1e-5, rtol=1e-4)
+
+
 def test_default_class_is_the_prediction_and_batches_are_independent():
     torch.manual_seed(1)
     model = GapNet().eval()

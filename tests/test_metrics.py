@@ -188,6 +188,35 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
         assert first["ci"][name]["low"] < first[key] < first["ci"][name]["high"]
 
 
+def test_bootstrap_interval_is_the_2_5_and_97_5_percentiles_of_the_resamples():
+    y, pred, probs = random_predictions(4, n=300)
+    result = classification_metrics(y, pred, probs, n_boot=300, seed=3, warn=False)
+    resamples = bootstrap_scores(y, [(pred, probs)], 5, n_boot=300, seed=3)[0]
+    assert result["ci_level"] == 0.95
+    for name in ("accuracy", "macro_f1", "macro_auc"):
+        low, high = np.percentile(resamples[name], [2.5, 97.5])
+        assert (result["ci"][name]["low"], result["ci"][name]["high"]) == pytest.approx((low, high), abs=1e-12)
+
+
+def test_paired_difference_p_value_and_interval_on_a_made_up_distribution():
+    from accvit_med.reports.bootstrap import paired_difference
+
+    # 200 resampled differences a - b: 16 below zero, 10 at zero, 174 above.
+    diff = np.concatenate([np.full(16, -0.05), np.zeros(10), np.linspace(0.01, 0.3, 174)])
+    rng = np.random.default_rng(0)
+    b = rng.random(200)
+    a = b + rng.permutation(diff)
+    result = paired_difference(a, b, estimate=0.1)
+    # Two-sided bootstrap p-value: twice the smaller tail, P(diff <= 0) = 26/200 here.
+    assert result["p_value"] == pytest.approx(2 * 26 / 200, abs=1e-12)
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx(tuple(np.percentile(a - b, [2.5, 97.5])), abs=1e-12)
+    assert result["significant"] is False and result["difference"] == 0.1
+    # Every resample above zero: p = 0 and the interval excludes 0; the mirror image has the same p.
+    clear = paired_difference(b + 0.2, b, estimate=0.2)
+    assert clear["p_value"] == 0.0 and clear["significant"] is True
+    assert paired_difference(b, a, estimate=-0.1)["p_value"] == pytest.approx(2 * 26 / 200, abs=1e-12)
+
+
 def test_ece_by_hand_and_against_a_loop():
     # Two bins used (of 10): confidences 0.55/0.55 (1 of 2 right) and 0.95/0.95 (2 of 2 right).
     probs = np.array([[0.55, 0.45], [0.45, 0.55], [0.95, 0.05], [0.05, 0.95]])

@@ -62,6 +62,16 @@ def report(two_datasets, tmp_path_factory):
     return write_report(two_datasets, out, seed=3, n_boot=200)
 
 
+@pytest.fixture
+def without_figures(monkeypatch):
+    """For tests of numbers, notes and pairing: the report skips its PNGs (about 1.5 s each on the
+    CPU). The figures are checked by test_report_files_and_inputs, test_same_inputs_and_seed_give_
+    identical_files, test_figures_carry_class_names and test_edge_cases_are_notes_not_crashes."""
+    from accvit_med.reports import report as report_module
+
+    monkeypatch.setattr(report_module, "_write_figures", lambda result, settings, folder, progress: [])
+
+
 def read_csv(path: Path) -> list[list[str]]:
     return list(csv.reader(path.open()))
 
@@ -132,7 +142,7 @@ def test_paired_differences(report):
     assert (report.out_dir / "busi_paired.md").read_text().count("accvit_tiny − ") == 2
 
 
-def test_paired_resamples_are_shared(tmp_path):
+def test_paired_resamples_are_shared(tmp_path, without_figures):
     # The same predictions under two names: every paired difference is exactly zero.
     run = make_run(tmp_path, "busi", "accvit_tiny", BUSI)
     result = write_report([f"accvit_tiny={run}", f"copy={run}"], tmp_path / "out", n_boot=100)
@@ -215,7 +225,7 @@ def test_edge_cases_are_notes_not_crashes(tmp_path):
     assert "no ACC-ViT run" not in " ".join(result.notes)  # one run: nothing to compare, no note
 
 
-def test_cli_report(two_datasets, tmp_path):
+def test_cli_report(two_datasets, tmp_path, without_figures):
     out = tmp_path / "cli"
     result = runner.invoke(app, ["report", *map(str, two_datasets[:2]), "--out", str(out), "--n-boot", "100"])
     assert result.exit_code == 0, result.output
@@ -224,7 +234,7 @@ def test_cli_report(two_datasets, tmp_path):
     assert (out / "table1.tex").is_file()
 
 
-def test_cli_labels_and_bare_csv(tmp_path):
+def test_cli_labels_and_bare_csv(tmp_path, without_figures):
     run = make_run(tmp_path, "busi", "x", BUSI, config=False)
     csv_path = run / "predictions_test.csv"
     result = runner.invoke(app, ["report", f"busi/accvit_tiny={csv_path}", f"other={csv_path}",
@@ -243,7 +253,7 @@ def one_line_error(args) -> str:
     return lines[0]
 
 
-def test_cli_bad_inputs_one_line(tmp_path):
+def test_cli_bad_inputs_one_line(tmp_path, without_figures):
     out = ["--out", str(tmp_path / "out"), "--n-boot", "20"]
     assert "not found" in one_line_error([tmp_path / "missing.csv", *out])
     empty = tmp_path / "empty_run"
@@ -281,7 +291,7 @@ def test_config_classes_must_match_columns(tmp_path):
         write_report([run], tmp_path / "out", n_boot=10)
 
 
-def test_class_order_is_aligned_within_a_dataset(tmp_path):
+def test_class_order_is_aligned_within_a_dataset(tmp_path, without_figures):
     a = make_run(tmp_path / "1", "busi", "accvit_tiny", BUSI)
     b_dir = make_run(tmp_path / "2", "busi", "swin_t", BUSI, seed=4)
     # Rewrite b's columns in another class order: same content, different column order.
@@ -298,7 +308,7 @@ def test_class_order_is_aligned_within_a_dataset(tmp_path):
         skm.roc_auc_score(p.labels, p.probs, labels=BUSI, multi_class="ovr"))
 
 
-def test_reference_picks_the_compared_model(tmp_path):
+def test_reference_picks_the_compared_model(tmp_path, without_figures):
     a = make_run(tmp_path, "busi", "swin_t", BUSI, skill=2.0)
     b = make_run(tmp_path, "busi", "maxvit_t", BUSI, skill=1.0, seed=1)
     plain = write_report([a, b], tmp_path / "plain", n_boot=50)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
@@ -20,10 +18,6 @@ import torch
 from torch import nn
 
 from accvit_med.training.distributed import DistContext, all_reduce_sum
-
-# For tests of interruption only: seconds to sleep after each training batch, so a test can kill
-# a run reliably in the middle of an epoch. Unset (the default) it does nothing.
-BATCH_DELAY_ENV = "ACCVIT_MED_TEST_BATCH_DELAY"
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -122,7 +116,6 @@ def train_one_epoch(
 ) -> EpochTotals:
     """Train over ``batches``; ``on_batch(batch_size, running_loss)`` drives the progress bar."""
     model.train()
-    delay = float(os.environ.get(BATCH_DELAY_ENV, "0") or 0)
     totals = EpochTotals()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for step, (images, targets, _rows) in enumerate(batches, start=1):
@@ -145,8 +138,6 @@ def train_one_epoch(
         totals.count += batch
         if on_batch is not None:
             on_batch(batch, totals.loss)
-        if delay:
-            time.sleep(delay)
     loss_sum, correct, count = all_reduce_sum(ctx, [totals.loss_sum, totals.correct, totals.count])
     return EpochTotals(loss_sum, int(correct), int(count))
 
