@@ -20,9 +20,11 @@ from typer.testing import CliRunner, Result
 from accvit_med.cli import app
 from accvit_med.datasets.build import create_split
 from accvit_med.datasets.synthetic import make_image_folder
-from accvit_med.training.loop import BATCH_DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
+# A sitecustomize that slows each optimizer step when STEP_DELAY_ENV is set (test support only).
+SLOW_STEPS = ROOT / "tests" / "support" / "slow_steps"
+STEP_DELAY_ENV = "ACCVIT_MED_TEST_STEP_DELAY"
 runner = CliRunner()
 PLAN = """
 datasets = ["folder"]
@@ -112,10 +114,10 @@ def test_dry_run_prints_each_command_and_writes_nothing(work):
 
 
 def _env(delay: float | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop(BATCH_DELAY_ENV, None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(SLOW_STEPS)]), "OMP_NUM_THREADS": "1"}
+    env.pop(STEP_DELAY_ENV, None)
     if delay:
-        env[BATCH_DELAY_ENV] = str(delay)
+        env[STEP_DELAY_ENV] = str(delay)
     return env
 
 

@@ -18,9 +18,11 @@ import pytest
 
 from accvit_med.datasets.build import create_split
 from accvit_med.datasets.synthetic import make_image_folder
-from accvit_med.training.loop import BATCH_DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
+# A sitecustomize that slows each optimizer step when STEP_DELAY_ENV is set (test support only).
+SLOW_STEPS = ROOT / "tests" / "support" / "slow_steps"
+STEP_DELAY_ENV = "ACCVIT_MED_TEST_STEP_DELAY"
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
 EPOCHS = 2
 PLAN = f"""
@@ -53,10 +55,10 @@ def cluster(tmp_path_factory):
 
 
 def _env(conf: Path, delay: float | None) -> dict:
-    env = {**os.environ, "SLURM_CONF": str(conf), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop(BATCH_DELAY_ENV, None)
+    env = {**os.environ, "SLURM_CONF": str(conf), "PYTHONPATH": os.pathsep.join([str(ROOT), str(SLOW_STEPS)]), "OMP_NUM_THREADS": "1"}
+    env.pop(STEP_DELAY_ENV, None)
     if delay:
-        env[BATCH_DELAY_ENV] = str(delay)  # slows each batch so a task can be cancelled mid-run
+        env[STEP_DELAY_ENV] = str(delay)  # slows each batch so a task can be cancelled mid-run
     return env
 
 
