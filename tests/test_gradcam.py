@@ -41,8 +41,10 @@ def shrink_convnext(patch: pytest.MonkeyPatch) -> None:
     """``create_model("convnext_tiny")`` builds the tiny ConvNeXt while ``patch`` is active."""
     real_build = registry._build
 
-    def build(name, num_classes, drop_path_rate, image_size):
-        return tiny_convnext(num_classes) if name == "convnext_tiny" else real_build(name, num_classes, drop_path_rate, image_size)
+    def build(name, num_classes, drop_path_rate, image_size, *args, **kwargs):
+        if name == "convnext_tiny":
+            return tiny_convnext(num_classes)
+        return real_build(name, num_classes, drop_path_rate, image_size, *args, **kwargs)
 
     patch.setattr(registry, "_build", build)
 
