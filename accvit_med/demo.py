@@ -139,11 +139,11 @@ def run_demo(
     An existing demo folder is refused unless ``force`` (which deletes it first); a folder that
     is not a demo folder is never deleted.
     """
-    from accvit_med.datasets.build import create_split
+    from accvit_med.datasets.create_split import create_split
     from accvit_med.datasets.synthetic import make_ham10000
     from accvit_med.reports import write_report
     from accvit_med.training.finetune import finetune
-    from accvit_med.training.modelling import check_model_choice
+    from accvit_med.training.model_setup import check_model_choice
     from accvit_med.training.recipe import resolve_config
 
     console = console or Console(stderr=True)

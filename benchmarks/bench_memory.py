@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_memory.py                          # accvit_tiny, batch 32, CPU
     .venv/bin/python benchmarks/bench_memory.py --models accvit_nano swin_t --batch-size 16 --device cuda
 
-Each configuration runs in its own fresh process (accvit_med.benchmarking.peak_training_memory), so
+Each configuration runs in its own fresh process (accvit_med.speed.peak_training_memory), so
 the figures are independent: CPU = peak resident set size minus the size before the model is built;
 CUDA = torch.cuda.max_memory_allocated (bf16 autocast). Step time is printed too: checkpointing
 buys memory with one extra forward pass per block.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from accvit_med.benchmarking import peak_training_memory
+from accvit_med.speed import peak_training_memory
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
     python3 benchmarks/bench_models.py --device cuda --batch-size 64 --iters 10 --warmup 3
     .venv/bin/python benchmarks/bench_models.py --models accvit_tiny,maxvit_t --compile
 
-The same measurement as ``accvit-med benchmark`` (accvit_med.benchmarking): all models in one
+The same measurement as ``accvit-med benchmark`` (accvit_med.speed): all models in one
 process, interleaved round by round after warm-up, each shown as a ratio to maxvit_t; fp32 on the
 CPU, bf16 autocast and cuDNN autotuning on CUDA; peak training memory in a fresh process per model.
 Numbers from a shared machine are noisy: compare ratios within one run, not across runs.
@@ -18,7 +18,7 @@ import sys
 import torch
 from rich.console import Console
 
-from accvit_med.benchmarking import (
+from accvit_med.speed import (
     DEFAULT_MODELS,
     benchmark_device,
     check_image_size,

@@ -60,7 +60,7 @@ def sklearn_split(table) -> float:
 def main() -> None:
     from accvit_med.datasets import load
     from accvit_med.datasets.audit import audit_split, exact_duplicates
-    from accvit_med.datasets.build import create_split
+    from accvit_med.datasets.create_split import create_split
     from accvit_med.datasets.splits import make_split
 
     with tempfile.TemporaryDirectory() as tmp:

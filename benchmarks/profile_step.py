@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from accvit_med.benchmarking import NUM_CLASSES, device_settings
+from accvit_med.speed import NUM_CLASSES, device_settings
 from accvit_med.env import tune_cpu_allocator
 from accvit_med.models.registry import create_model
 

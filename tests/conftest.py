@@ -17,7 +17,7 @@ import pytest
 import torch
 import torchvision
 
-from accvit_med.datasets.build import create_split
+from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.splits import read_split, write_split
 from accvit_med.datasets.synthetic import make_image_folder
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from accvit_med.benchmarking import parse_models, reference_model
+from accvit_med.speed import parse_models, reference_model
 from accvit_med.cli import app
 from accvit_med.errors import UserError
 
@@ -54,7 +54,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 def test_compile_wraps_the_train_and_the_inference_model(monkeypatch):
     import torch
 
-    from accvit_med.models.benchmark import measure_throughput
+    from accvit_med.models.throughput import measure_throughput
 
     compiled = []
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from accvit_med.errors import UserError
-from accvit_med.training.checkpoint import (
+from accvit_med.rundir.checkpoints import (
     capture_rng_state,
     check_classes,
     load_checkpoint,

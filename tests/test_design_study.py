@@ -126,7 +126,7 @@ def test_bad_design_choice_is_a_value_error():
 def test_variants_get_what_training_asks_the_registry_for(name, tmp_path):
     # finetune/pretrain/benchmark reach a model only through the registry: weights from a file,
     # activation checkpointing of every layer, no weight decay on the position tables.
-    from accvit_med.training.checkpointing import enable_activation_checkpointing
+    from accvit_med.models.activation_checkpointing import enable_activation_checkpointing
     from accvit_med.training.pretrain.param_groups import no_weight_decay_names
 
     torch.manual_seed(0)

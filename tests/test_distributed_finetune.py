@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from accvit_med.datasets.splits import read_split
-from accvit_med.training.evaluate import evaluate_run
+from accvit_med.training.evaluate_run import evaluate_run
 
 SCRIPT = textwrap.dedent(
     """

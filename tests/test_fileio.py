@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from accvit_med.fileio import atomic_open, atomic_write_json, atomic_write_text
-from accvit_med.training.checkpoint import load_checkpoint, save_checkpoint
+from accvit_med.rundir.checkpoints import load_checkpoint, save_checkpoint
 
 
 def _folder_listing(folder):

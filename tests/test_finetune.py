@@ -19,7 +19,7 @@ from torch import nn
 
 from accvit_med.datasets.splits import read_split, write_split
 from accvit_med.errors import UserError
-from accvit_med.training.evaluate import evaluate_run
+from accvit_med.training.evaluate_run import evaluate_run
 from accvit_med.training.finetune import HISTORY_COLUMNS, finetune
 from accvit_med.training.recipe import FinetuneConfig
 

@@ -15,16 +15,16 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from accvit_med.datasets.build import create_split
+from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.synthetic import make_image_folder
 from accvit_med.training import data as rundata
-from accvit_med.training.checkpoint import load_checkpoint, save_checkpoint
+from accvit_med.rundir.checkpoints import load_checkpoint, save_checkpoint
 from accvit_med.training.distributed import DistContext
 from accvit_med.training.ema import make_ema
-from accvit_med.training.evaluation import evaluate_part
+from accvit_med.training.part_predictions import evaluate_part
 from accvit_med.training.finetune import finetune, merge_resumed_config
 from accvit_med.training.recipe import FinetuneConfig
-from accvit_med.training.splits import load_run_split
+from accvit_med.training.run_split import load_run_split
 
 
 def tiny(num_classes: int) -> nn.Module:

@@ -18,7 +18,7 @@ from torchvision.models.convnext import CNBlockConfig
 from accvit_med.errors import UserError
 from accvit_med.models import create_model
 from accvit_med.models.acc_vit import ACCViT, ACCViTConfig
-from accvit_med.training.checkpointing import enable_activation_checkpointing
+from accvit_med.models.activation_checkpointing import enable_activation_checkpointing
 from accvit_med.training.finetune import finetune
 from accvit_med.training.recipe import FinetuneConfig
 

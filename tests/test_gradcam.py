@@ -19,7 +19,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
-from accvit_med.datasets.build import create_split
+from accvit_med.datasets.create_split import create_split
 from accvit_med.errors import UserError
 from accvit_med.interpret import CamImage, CamTarget, explain_images, grad_cam, load_run, registry_target
 from accvit_med.models import create_model, registry

@@ -175,7 +175,7 @@ def test_refusals_are_one_line(name, weights, expected):
 
 def test_finetune_default_weights_inherit_and_record_the_summary(offline_cache, tmp_path):
     from accvit_med.cli import app
-    from accvit_med.datasets.build import create_split
+    from accvit_med.datasets.create_split import create_split
     from accvit_med.datasets.synthetic import make_image_folder
 
     make_image_folder(tmp_path / "images", classes=("x", "y", "z"), per_class=3, size=(48, 40), seed=2)

@@ -139,7 +139,7 @@ def test_bad_input_is_one_line(run_dir, images, tmp_path):
 
 
 def test_custom_network_runs_need_their_factory(tmp_path):
-    from accvit_med.datasets.build import create_split
+    from accvit_med.datasets.create_split import create_split
     from accvit_med.training.finetune import finetune
     from accvit_med.training.recipe import FinetuneConfig
 

@@ -29,9 +29,9 @@ from typer.testing import CliRunner
 from accvit_med.cli import app
 from accvit_med.datasets import cache as cache_module
 from accvit_med.datasets import imagepolicy
-from accvit_med.datasets.build import create_split
+from accvit_med.datasets.create_split import create_split
 from accvit_med.ownership import MARKER_NAME, owned_by_us, read_marker, remove_owned, write_marker
-from accvit_med.training.run_dir import LOCK_NAME, check_unlocked
+from accvit_med.rundir.claim import LOCK_NAME, check_unlocked
 from test_gradcam import QUADRANT_CLASSES, SIDE, make_quadrant_folder, shrink_convnext
 
 runner = CliRunner()
@@ -489,7 +489,7 @@ def test_batchnorm_momentum_recipe_key_gives_an_ordinary_run(base, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"]["batchnorm_momentum"] == 0.25 and config["model_factory"] is None
     from accvit_med.models import create_model
-    from accvit_med.training.modelling import build_model
+    from accvit_med.training.model_setup import build_model
     from accvit_med.training.recipe import FinetuneConfig
 
     # build_model applies it to every BatchNorm layer of a registry network (accvit_femto has many).

@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score
 from typer.testing import CliRunner, Result
 
 from accvit_med.cli import app
-from accvit_med.datasets.build import create_split
+from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.synthetic import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]

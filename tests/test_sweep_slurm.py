@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from accvit_med.datasets.build import create_split
+from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.synthetic import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]

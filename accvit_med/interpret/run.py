@@ -22,9 +22,9 @@ from accvit_med.datasets.cache import decode_resized
 from accvit_med.datasets.torchdata import SplitImageDataset
 from accvit_med.datasets.transforms import eval_transform
 from accvit_med.errors import UserError
-from accvit_med.training.checkpoint import check_classes, load_checkpoint
-from accvit_med.training.modelling import resolve_device
-from accvit_med.training.run_dir import RunDir
+from accvit_med.rundir.checkpoints import check_classes, load_checkpoint
+from accvit_med.training.model_setup import resolve_device
+from accvit_med.rundir.claim import RunDir
 
 CHECKPOINTS = ("best", "last")
 

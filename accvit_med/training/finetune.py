@@ -25,7 +25,7 @@ from torch import nn
 from accvit_med.errors import TrainingDiverged, UserError
 from accvit_med.fileio import atomic_write_json, atomic_write_text, check_writable
 from accvit_med.training import data as rundata
-from accvit_med.training.checkpoint import (
+from accvit_med.rundir.checkpoints import (
     capture_rng_state,
     check_classes,
     load_checkpoint,
@@ -40,14 +40,14 @@ from accvit_med.training.distributed import (
     shutdown_distributed,
 )
 from accvit_med.training.ema import horizon_steps, make_ema
-from accvit_med.training.evaluation import evaluate_part, write_final_outputs
+from accvit_med.training.part_predictions import evaluate_part, write_final_outputs
 from accvit_med.training.loop import NonFiniteLoss, epoch_seed, seed_everything, train_one_epoch
-from accvit_med.training.modelling import (FROM_SCRATCH_WARNING, build_model, check_model_choice, head_reuse_warning,
+from accvit_med.training.model_setup import (FROM_SCRATCH_WARNING, build_model, check_model_choice, head_reuse_warning,
                                            resolve_device)
-from accvit_med.training.progress import EpochBar
+from accvit_med.progress import EpochBar
 from accvit_med.training.recipe import RESUMABLE_CHANGES, FinetuneConfig, stored_recipe
-from accvit_med.training.run_dir import RunDir, check_run_dir, default_run_path, prepare_run_dir, release_run_dir
-from accvit_med.training.splits import load_run_split
+from accvit_med.rundir.claim import RunDir, check_run_dir, default_run_path, prepare_run_dir, release_run_dir
+from accvit_med.training.run_split import load_run_split
 
 # A model factory builds a network for a number of classes; library users and tests may pass one
 # instead of a registry name (config.model is then only a label).

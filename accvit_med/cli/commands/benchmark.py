@@ -34,7 +34,7 @@ def benchmark(
     import torch
     from rich.console import Console
 
-    from accvit_med.benchmarking import (
+    from accvit_med.speed import (
         benchmark_device, check_image_size, measure_models, parse_models, precision_label, reference_model,
         results_table,
     )

@@ -24,7 +24,7 @@ def evaluate(
 ) -> None:
     """Recompute predictions_<split>.csv and metrics_<split>.json from a run's checkpoint."""
     from accvit_med.fileio import check_writable
-    from accvit_med.training.evaluate import evaluate_run
+    from accvit_med.training.evaluate_run import evaluate_run
 
     check_writable(out if out is not None else run / "evaluate" / checkpoint)
     result = evaluate_run(

@@ -32,7 +32,7 @@ def prepare(
     from accvit_med.datasets.cache import fill_cache
     from accvit_med.errors import UserError
     from accvit_med.training.recipe import FinetuneConfig
-    from accvit_med.training.splits import load_run_split
+    from accvit_med.training.run_split import load_run_split
 
     if image_size < 1:
         raise UserError(f"--image-size must be at least 1, got {image_size}")

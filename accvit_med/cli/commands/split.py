@@ -60,7 +60,7 @@ def split(
         return
     if dataset is None:
         raise UserError(f"--dataset is required (one of {DATASETS}), or --audit FILE to check a split")
-    from accvit_med.datasets.build import create_split
+    from accvit_med.datasets.create_split import create_split
     from accvit_med.datasets.splits import DEFAULT_RATIOS
     from accvit_med.fileio import check_writable
 
@@ -120,7 +120,7 @@ def _count_table(manifest: dict):
 
 
 def _audit(csv_path: Path, data_dir: Optional[Path]) -> None:
-    from accvit_med.datasets.build import audit_split_file
+    from accvit_med.datasets.create_split import audit_split_file
 
     report = audit_split_file(csv_path, data_dir)
     findings = report.audit.lines()

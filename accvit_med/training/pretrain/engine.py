@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Subset
 
 from accvit_med.errors import TrainingDiverged, UserError
 from accvit_med.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
-from accvit_med.training.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
+from accvit_med.rundir.checkpoints import capture_rng_state, load_checkpoint, save_checkpoint
 from accvit_med.training.distributed import (
     DistContext,
     all_reduce_sum,
@@ -50,9 +50,9 @@ from accvit_med.training.distributed import (
 )
 from accvit_med.training.loop import (NonFiniteLoss, autocast_context, check_finite_loss, epoch_seed, eval_indices,
                                       seed_everything)
-from accvit_med.training.modelling import resolve_device, unwrap
-from accvit_med.training.progress import EpochBar
-from accvit_med.training.run_dir import RunDir, prepare_run_dir, release_run_dir
+from accvit_med.training.model_setup import resolve_device, unwrap
+from accvit_med.progress import EpochBar
+from accvit_med.rundir.claim import RunDir, prepare_run_dir, release_run_dir
 from accvit_med.training.pretrain.distill import distillation_loss
 from accvit_med.training.pretrain.ema import ExponentialMovingAverage, adjusted_ema_decay
 from accvit_med.training.pretrain.imagenet import load_imagenet_folders

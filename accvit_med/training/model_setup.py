@@ -129,7 +129,7 @@ def set_batchnorm_momentum(model: nn.Module, momentum: float) -> int:
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
-    from accvit_med.training.checkpointing import enable_activation_checkpointing
+    from accvit_med.models.activation_checkpointing import enable_activation_checkpointing
 
     # A network without registry blocks would silently train without the memory saving asked for.
     if enable_activation_checkpointing(model) == 0:

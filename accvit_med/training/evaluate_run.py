@@ -20,12 +20,12 @@ from torch import nn
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_json
 from accvit_med.training import data as rundata
-from accvit_med.training.checkpoint import check_classes, load_checkpoint
+from accvit_med.rundir.checkpoints import check_classes, load_checkpoint
 from accvit_med.training.distributed import DistContext
-from accvit_med.training.evaluation import evaluate_part, write_part_files
-from accvit_med.training.modelling import resolve_device
+from accvit_med.training.part_predictions import evaluate_part, write_part_files
+from accvit_med.training.model_setup import resolve_device
 from accvit_med.training.recipe import FinetuneConfig
-from accvit_med.training.run_dir import RunDir
+from accvit_med.rundir.claim import RunDir
 
 CHECKPOINTS = ("best", "last")
 PARTS = ("train", "val", "test")

@@ -14,7 +14,7 @@ from accvit_med.fileio import atomic_write_json
 from accvit_med.training import data as rundata
 from accvit_med.training.distributed import DistContext, all_gather_objects
 from accvit_med.training.loop import predict_logits
-from accvit_med.training.progress import EpochBar
+from accvit_med.progress import EpochBar
 from accvit_med.training.recipe import FinetuneConfig
 
 

@@ -1,6 +1,6 @@
 """What ``accvit-med benchmark`` and the scripts in benchmarks/ measure: throughput and peak memory.
 
-Throughput comes from :func:`accvit_med.models.benchmark.measure_throughput` (models interleaved
+Throughput comes from :func:`accvit_med.models.throughput.measure_throughput` (models interleaved
 round by round after warm-up, median step time). This module adds the device choice, the
 device settings fine-tuning uses (bf16 autocast and cuDNN autotuning on CUDA) and the peak memory of
 a training step.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from accvit_med.errors import UserError
-from accvit_med.models import benchmark as throughput
+from accvit_med.models import throughput
 from accvit_med.models.registry import create_model, model_info
 
 DEFAULT_MODELS = ("accvit_tiny", "maxvit_t", "swin_t", "convnext_tiny")
@@ -62,7 +62,7 @@ def reference_model(names: list[str]) -> str:
 
 def benchmark_device(spec: str) -> torch.device:
     """auto, cpu, cuda or cuda:N (as finetune's --device); UserError for anything else."""
-    from accvit_med.training.modelling import resolve_device
+    from accvit_med.training.model_setup import resolve_device
     from accvit_med.training.recipe import DEVICE_CHOICES
 
     if spec not in DEVICE_CHOICES and not spec.startswith("cuda:"):
@@ -192,7 +192,7 @@ def _peak_training_memory_here(name: str, batch_size: int, image_size: int, devi
         before = _resident_bytes()[0]
     model = create_model(name, num_classes=NUM_CLASSES, image_size=image_size).to(device).train()
     if grad_checkpointing:
-        from accvit_med.training.checkpointing import enable_activation_checkpointing
+        from accvit_med.models.activation_checkpointing import enable_activation_checkpointing
 
         enable_activation_checkpointing(model)
     step_model = torch.compile(model) if compile else model
