@@ -1,4 +1,5 @@
-"""Progress on stderr: a bar per epoch (loss, images/s, ETA) and one summary line per epoch."""
+"""Progress on stderr, built in one place: a counting bar (count, %, rate, ETA) for any long job,
+and :class:`EpochBar` for a training or evaluation phase (adds the running loss and images/s)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,40 @@ import time
 from typing import Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "", style="progress.data.speed")
+
+
+def show_progress(enabled: bool = True) -> bool:
+    """Bars only on a terminal: in logs and captured output they would be noise, not progress."""
+    return enabled and Console(stderr=True).is_terminal
+
+
+def progress_bar(enabled: bool = True, *, transient: bool = False, console: Optional[Console] = None) -> Progress:
+    """The toolkit's progress bar on stderr (count, %, rate, ETA); silent when ``enabled`` is False.
+
+    Args:
+        enabled: show it (pass ``show_progress(...)`` to show it on a terminal only).
+        transient: remove the bar when done (the command prints its own summary line).
+        console: where to draw it (default: a stderr console).
+    """
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        disable=not enabled,
+        transient=transient,
+    )
 
 
 class EpochBar:

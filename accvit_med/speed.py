@@ -62,7 +62,7 @@ def reference_model(names: list[str]) -> str:
 
 def benchmark_device(spec: str) -> torch.device:
     """auto, cpu, cuda or cuda:N (as finetune's --device); UserError for anything else."""
-    from accvit_med.training.model_setup import resolve_device
+    from accvit_med.devices import resolve_device
     from accvit_med.training.recipe import DEVICE_CHOICES
 
     if spec not in DEVICE_CHOICES and not spec.startswith("cuda:"):

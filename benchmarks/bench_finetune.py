@@ -24,7 +24,7 @@ from torch import nn
 from accvit_med.datasets.cache import ImageCache, decode_resized
 from accvit_med.datasets.transforms import resize_and_center_crop
 from accvit_med.models import create_model
-from accvit_med.training.distributed import DistContext
+from accvit_med.training.context import RunContext
 from accvit_med.training.loop import train_one_epoch
 
 
@@ -38,7 +38,7 @@ def _bare_loop(model, batches, optimizer, criterion) -> None:
 
 def _our_loop(model, batches, optimizer, criterion) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    train_one_epoch(model, batches, criterion, optimizer, scaler, torch.device("cpu"), DistContext(), None, 1.0)
+    train_one_epoch(model, batches, criterion, optimizer, scaler, RunContext(torch.device("cpu")), 1.0)
 
 
 def bench_training(model_name: str, batch_size: int, steps: int, image_size: int) -> None:

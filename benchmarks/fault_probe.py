@@ -47,7 +47,7 @@ class Fault:
 FAULTS = (
     # The six of issue 21.
     Fault("ddp-gather-order", "gathered logits kept in arrival order, not placed by row",
-          "training/evaluation.py", "    ordered[all_rows] = all_logits", "    ordered[:] = all_logits",
+          "training/part_predictions.py", "    ordered[all_rows] = all_logits", "    ordered[:] = all_logits",
           ("tests/test_distributed_finetune.py",)),
     Fault("bootstrap-level", "90% instead of 95% bootstrap intervals",
           "reports/bootstrap.py", "CI_LEVEL = 0.95", "CI_LEVEL = 0.90",

@@ -16,9 +16,9 @@ import argparse
 
 import torch
 
-from accvit_med.speed import precision_context
 from accvit_med.models.fast.conv import FastAtrousInvertedResidual
 from accvit_med.models.throughput import measure_throughput
+from accvit_med.speed import precision_context
 
 VARIANTS = (
     ("cudnn autotune off, branches channels-last", False, False),

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from accvit_med.speed import NUM_CLASSES, device_settings
 from accvit_med.env import tune_cpu_allocator
 from accvit_med.models.registry import create_model
+from accvit_med.speed import NUM_CLASSES, device_settings
 
 
 def profile_model(name: str, device: torch.device, batch_size: int, image_size: int, steps: int, rows: int) -> str:

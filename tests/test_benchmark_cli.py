@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from accvit_med.speed import parse_models, reference_model
 from accvit_med.cli import app
 from accvit_med.errors import UserError
+from accvit_med.speed import parse_models, reference_model
 
 
 def test_quick_run_prints_the_table():

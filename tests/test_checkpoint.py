@@ -12,9 +12,11 @@ from accvit_med.errors import UserError
 from accvit_med.rundir.checkpoints import (
     capture_rng_state,
     check_classes,
+    checkpoint_kind,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    training_state,
 )
 
 
@@ -58,3 +60,20 @@ def test_class_lists_must_match_in_order():
     check_classes(["a", "b"], ["a", "b"], "run")
     with pytest.raises(UserError, match=r"run was trained on classes \['a', 'b'\] but the split has \['b', 'a'\]"):
         check_classes(["a", "b"], ["b", "a"], "run")
+
+
+@pytest.mark.parametrize("kind,config", [("finetune", {"lr": 1e-4}), ("pretrain", {"task": "pretrain"})])
+def test_checkpoints_say_their_kind_and_older_ones_without_it_still_load(tmp_path, kind, config):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, training_state(kind, model=model, optimizer=optimizer, scaler=scaler, epoch=0,
+                                         config=config, classes=["a", "b"], history=[]))
+    loaded = load_checkpoint(path)
+    assert loaded["kind"] == kind == checkpoint_kind(loaded)
+    assert torch.equal(loaded["model"]["weight"], model.weight.detach())
+    # A checkpoint written before "kind" existed: the same file without the key.
+    older = tmp_path / "older.pt"
+    torch.save({k: v for k, v in loaded.items() if k != "kind"}, older)
+    assert checkpoint_kind(load_checkpoint(older)) == kind

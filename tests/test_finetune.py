@@ -85,6 +85,7 @@ def test_run_writes_every_file(toy_split, tmp_path):
     assert last["epoch"] == 2 and set(last) >= {"model", "optimizer", "scaler", "epoch", "rng", "config"}
     best = torch.load(out / "checkpoints/best.pt", weights_only=True)
     assert best["epoch"] == result.best_epoch
+    assert last["kind"] == best["kind"] == "finetune"
     val_losses = [float(r["val_loss"]) for r in history]
     assert result.best_epoch == int(np.argmin(val_losses)) + 1
 

@@ -103,3 +103,26 @@ def test_prepare_fills_the_cache(femto_run, tmp_path):
     assert len(list((tmp_path / "64").rglob("*.png"))) == 9
     second = runner.invoke(app, args)
     assert "0 image(s) cached, 9 already there" in second.stdout
+
+
+def test_a_run_of_the_other_kind_is_refused_in_one_line(femto_run, tmp_path):
+    """Checkpoints and config.json say which task wrote them: a pretrain run is not evaluated,
+    predicted from or resumed as a fine-tuning run."""
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    split, out, _ = femto_run
+    pretrain_run = tmp_path / "pretrain_run"
+    shutil.copytree(out, pretrain_run)
+    config = json.loads((pretrain_run / "config.json").read_text())
+    (pretrain_run / "config.json").write_text(json.dumps({**config, "task": "pretrain"}))
+    image = tmp_path / "one.png"
+    Image.new("RGB", (48, 40), (120, 30, 200)).save(image)
+    assert "is a pretrain run" in _error_line(["evaluate", "--run", str(pretrain_run)])
+    assert "is a pretrain run" in _error_line(["predict", "--run", str(pretrain_run), str(image)])
+    last = pretrain_run / "checkpoints" / "last.pt"
+    torch.save({**torch.load(last, weights_only=True), "kind": "pretrain"}, last)
+    line = _error_line(["finetune", "--split", str(split), "--out", str(pretrain_run), "--resume"])
+    assert "holds a pretrain run" in line and "accvit-med pretrain" in line

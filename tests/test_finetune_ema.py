@@ -17,12 +17,12 @@ from torch import nn
 
 from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.synthetic import make_image_folder
-from accvit_med.training import data as rundata
 from accvit_med.rundir.checkpoints import load_checkpoint, save_checkpoint
-from accvit_med.training.distributed import DistContext
+from accvit_med.training import data as rundata
+from accvit_med.training.context import RunContext
 from accvit_med.training.ema import make_ema
-from accvit_med.training.part_predictions import evaluate_part
 from accvit_med.training.finetune import finetune, merge_resumed_config
+from accvit_med.training.part_predictions import evaluate_part
 from accvit_med.training.recipe import FinetuneConfig
 from accvit_med.training.run_split import load_run_split
 
@@ -89,7 +89,7 @@ def test_best_checkpoint_holds_the_ema_weights_that_were_validated(split_csv, tm
 
     def val_loss(state):
         model.load_state_dict(state)
-        return evaluate_part(model, data.val, config, DistContext(), torch.device("cpu"), None, criterion, console, "v").loss
+        return evaluate_part(model, data.val, config, RunContext(torch.device("cpu"), console=console), criterion, "v").loss
 
     recorded = result.history[result.best_epoch - 1]["val_loss"]
     assert val_loss(best["model"]) == pytest.approx(recorded, rel=1e-6)

@@ -82,6 +82,7 @@ def test_first_invocation_writes_a_resumable_checkpoint(runs):
     state = first["last"]
     assert {"model", "optimizer", "scaler", "epoch", "rng", "config", "model_ema", "classes"} <= set(state)
     assert state["epoch"] == 1 and state["classes"] == ["n01440764", "n01443537"]
+    assert state["kind"] == "pretrain"
     # During warm-up the EMA keeps copying the weights (torchvision's reset of n_averaged).
     for key, value in state["model"].items():
         assert torch.equal(state["model_ema"][key], value), key
@@ -126,7 +127,7 @@ def test_checkpoint_loads_into_a_new_head(runs, file, key):
 
 
 def test_best_weights_say_what_they_are(runs):
-    from accvit_med.training.pretrain.engine import read_weights_metadata
+    from accvit_med.rundir.checkpoints import read_weights_metadata
 
     metadata = read_weights_metadata(runs["run"] / "checkpoints" / "best_weights.safetensors")
     best = torch.load(runs["run"] / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)

@@ -67,7 +67,7 @@ def near_duplicates(
     """
     import imagehash
 
-    from accvit_med.datasets.imagecheck import progress_bar
+    from accvit_med.progress import progress_bar
     from accvit_med.datasets.imagepolicy import open_image
 
     hashes = np.zeros(len(paths), dtype=np.uint64)

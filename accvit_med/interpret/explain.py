@@ -26,9 +26,10 @@ from PIL import Image
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_text
 from accvit_med.interpret.gradcam import CamTarget, grad_cam, registry_target
-from accvit_med.interpret.images import check_readable, terminal_progress
+from accvit_med.interpret.images import check_readable
 from accvit_med.interpret.overlay import GridRow, blend, save_grid, save_png
 from accvit_med.interpret.run import LoadedRun
+from accvit_med.progress import progress_bar, show_progress
 
 CSV_COLUMNS = ("path", "label", "run", "explained", "pred", "prob_pred", "overlay")
 
@@ -171,7 +172,7 @@ def explain_images(
     pages = [images[i:i + rows_per_grid] for i in range(0, len(images), rows_per_grid)]
     grids = [out / "grid.png"] if len(pages) == 1 else [out / f"grid_{p + 1:03d}.png" for p in range(len(pages))]
     records: list[list[str]] = []
-    with terminal_progress(progress) as bar:
+    with progress_bar(show_progress(progress)) as bar:
         task = bar.add_task("grad-cam", total=len(images) * len(runs))
         for page_number, page in enumerate(pages):
             first = page_number * rows_per_grid + 1

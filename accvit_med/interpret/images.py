@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from rich.console import Console
-from rich.progress import Progress
 
+from accvit_med.datasets.imagecheck import find_unreadable
 from accvit_med.datasets.imagepolicy import is_candidate
-from accvit_med.datasets.imagecheck import find_unreadable, progress_bar
 from accvit_med.errors import UserError
+from accvit_med.progress import show_progress
 
 # What Pillow decodes among the formats medical image exports use (DICOM needs its own reader).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -41,16 +40,6 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     if not found:
         raise UserError("no images given; pass image files or folders of images")
     return list(found)
-
-
-def show_progress(enabled: bool = True) -> bool:
-    """Bars only on a terminal: in logs and captured output they would be noise, not progress."""
-    return enabled and Console(stderr=True).is_terminal
-
-
-def terminal_progress(enabled: bool = True) -> Progress:
-    """The toolkit's progress bar (count, rate, ETA) on stderr, shown on a terminal only."""
-    return progress_bar(show_progress(enabled))
 
 
 def check_readable(paths: list[Path], skip_bad: bool, progress: bool = True) -> tuple[list[Path], list[tuple[str, str]]]:

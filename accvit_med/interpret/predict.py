@@ -10,8 +10,6 @@ only, appendix C.2), so TTA may help or hurt: measure it on the validation set b
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -22,11 +20,11 @@ from torch.utils.data import DataLoader
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_text
-from accvit_med.interpret.images import terminal_progress
 from accvit_med.interpret.run import LoadedRun
+from accvit_med.progress import progress_bar, show_progress
+from accvit_med.reports.predictions import predictions_csv
 
 TTA_CHOICES = ("none", "h", "hv")
-PROB_PREFIX = "prob_"
 
 
 @dataclass
@@ -43,13 +41,7 @@ class ImagePredictions:
 
     def to_csv(self) -> str:
         """``path,pred,prob_<class>...``: the predictions CSV without a label column."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "pred", *(PROB_PREFIX + c for c in self.classes)])
-        for path, pred, row in zip(self.paths, self.predicted, self.probabilities):
-            # 8 significant digits as in predictions_test.csv: rows still sum to 1 within 1e-7.
-            writer.writerow([path, pred, *(f"{p:.8g}" for p in row)])
-        return buffer.getvalue()
+        return predictions_csv(self.paths, None, self.predicted, self.probabilities, self.classes)
 
     def write_csv(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, self.to_csv())
@@ -93,7 +85,7 @@ def predict_images(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         pin_memory=run.device.type == "cuda")
     rows: list[torch.Tensor] = []
-    with terminal_progress(progress) as bar:
+    with progress_bar(show_progress(progress)) as bar:
         task = bar.add_task(f"predict {run.label}", total=len(dataset))
         for images, _, _ in loader:
             rows.append(predict_tensors(run, images, tta))

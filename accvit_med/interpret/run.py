@@ -8,7 +8,6 @@ Dataset calls) and the same normalisation (:func:`accvit_med.datasets.transforms
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from torch import nn
 from accvit_med.datasets.cache import decode_resized
 from accvit_med.datasets.torchdata import SplitImageDataset
 from accvit_med.datasets.transforms import eval_transform
+from accvit_med.devices import resolve_device
 from accvit_med.errors import UserError
 from accvit_med.rundir.checkpoints import check_classes, load_checkpoint
-from accvit_med.training.model_setup import resolve_device
-from accvit_med.rundir.claim import RunDir
+from accvit_med.rundir.layout import RunDir, read_run_config
 
 CHECKPOINTS = ("best", "last")
 
@@ -66,17 +65,6 @@ class LoadedRun:
         return SplitImageDataset(".", [str(p) for p in paths], [0] * len(paths), self.image_size, eval_transform())
 
 
-def _read_config(run: RunDir) -> dict:
-    if not run.path.is_dir():
-        raise UserError(f"run directory '{run.path}' does not exist; pass a folder written by accvit-med finetune")
-    if not run.config.is_file():
-        raise UserError(f"'{run.path}' is not a run directory (no config.json); pass a folder written by accvit-med finetune")
-    try:
-        return json.loads(run.config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise UserError(f"'{run.config}' is not valid JSON; the run directory is damaged") from None
-
-
 def load_run(
     run_dir: str | os.PathLike,
     checkpoint: str = "best",
@@ -91,7 +79,7 @@ def load_run(
     if checkpoint not in CHECKPOINTS:
         raise UserError(f"--checkpoint must be best or last, got '{checkpoint}'")
     run = RunDir(Path(run_dir))
-    config = _read_config(run)
+    config = read_run_config(run.path, kind="finetune")
     file = run.best if checkpoint == "best" else run.last
     if not file.is_file():
         other = "last" if checkpoint == "best" else "best"

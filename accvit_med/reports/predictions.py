@@ -18,7 +18,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -167,7 +167,19 @@ def write_predictions(
     probs,
     classes: Sequence[str],
 ) -> None:
-    """Write a predictions CSV atomically.
+    """Write a predictions CSV atomically (see :func:`predictions_csv`)."""
+    atomic_write_text(path, predictions_csv(paths, labels, preds, probs, classes))
+
+
+def predictions_csv(
+    paths: Sequence[str],
+    labels: Optional[Sequence],
+    preds: Sequence,
+    probs,
+    classes: Sequence[str],
+) -> str:
+    """The text of a predictions CSV: ``path,label,pred,prob_<class>...`` (no ``label`` column when
+    ``labels`` is None, as ``predict`` writes for images without a known class).
 
     ``labels`` and ``preds`` are class names or class indices into ``classes``; ``probs`` is an
     (n, len(classes)) array of probabilities in ``classes`` order.
@@ -177,19 +189,20 @@ def write_predictions(
     n = len(paths)
     if probs.shape != (n, len(classes)):
         raise ValueError(f"probs has shape {probs.shape}, expected ({n}, {len(classes)})")
-    label_names = _as_names(labels, classes, "labels")
+    label_names = None if labels is None else _as_names(labels, classes, "labels")
     pred_names = _as_names(preds, classes, "preds")
-    if len(label_names) != n or len(pred_names) != n:
+    if (label_names is not None and len(label_names) != n) or len(pred_names) != n:
         raise ValueError("paths, labels and preds must have the same length")
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*REQUIRED_COLUMNS, *(PROB_PREFIX + c for c in classes)])
+    columns = REQUIRED_COLUMNS if label_names is not None else tuple(c for c in REQUIRED_COLUMNS if c != "label")
+    writer.writerow([*columns, *(PROB_PREFIX + c for c in classes)])
     for row in range(n):
+        known = [] if label_names is None else [label_names[row]]
         # 8 significant digits: rows still sum to 1 within 1e-7, and files stay small.
-        writer.writerow([str(paths[row]), label_names[row], pred_names[row],
-                         *(f"{p:.8g}" for p in probs[row])])
-    atomic_write_text(path, buffer.getvalue())
+        writer.writerow([str(paths[row]), *known, pred_names[row], *(f"{p:.8g}" for p in probs[row])])
+    return buffer.getvalue()
 
 
 def _as_names(values: Sequence, classes: list[str], what: str) -> list[str]:

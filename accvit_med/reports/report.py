@@ -436,13 +436,11 @@ def _write_contents(result: ReportResult, settings: dict, folder: Path, progress
 
 
 def _write_figures(result: ReportResult, settings: dict, folder: Path, progress: bool) -> list[str]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from accvit_med.progress import progress_bar
 
     written = []
     every_run = [(ds, run) for ds, runs in result.datasets.items() for run in runs]
-    with Progress(TextColumn("figures"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), disable=not progress, transient=True) as bar:
+    with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("figures", total=len(every_run) + 1)
         for ds, run in every_run:
             p = run.run.predictions

@@ -16,7 +16,6 @@ EyePACS's grades.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
 from accvit_med.reports.metrics import is_ordinal_classes
 from accvit_med.reports.predictions import Predictions, read_predictions
+from accvit_med.rundir.layout import read_run_config
 
 UNKNOWN_DATASET = "unknown"
 _LABEL = re.compile(r"^(?:(?P<dataset>[^=/]+)/)?(?P<model>[^=/]+)=(?P<path>.+)$")
@@ -73,12 +73,12 @@ def resolve_input(
         if not csv_path.is_file():
             raise UserError(f"run directory '{path}' has no predictions_{split}.csv; pass a run "
                             "directory written by accvit-med finetune or a predictions CSV")
-        config = _read_config(path / "config.json")
+        config = read_run_config(path, required=False)
     elif path.is_file():
         csv_path = path
         if path.stem.startswith("predictions") and (path.parent / "config.json").is_file():
             run_dir = path.parent
-            config = _read_config(path.parent / "config.json")
+            config = read_run_config(path.parent, required=False)
     else:
         raise UserError(f"input '{spec}' not found; pass a run directory, a predictions CSV "
                         "or MODEL=PATH")
@@ -113,16 +113,3 @@ def _default_name(path: Path) -> str:
     if path.stem.startswith("predictions"):  # predictions_test.csv says nothing: use its folder
         return path.resolve().parent.name
     return path.stem
-
-
-def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"'{path}' is not valid JSON ({err.__class__.__name__}); "
-                        "restore it from the run or pass the predictions CSV directly") from None
-    if not isinstance(config, dict):
-        raise UserError(f"'{path}' is not a JSON object; pass the predictions CSV directly")
-    return config

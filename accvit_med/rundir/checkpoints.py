@@ -1,16 +1,33 @@
 """Checkpoints: plain tensors and Python values, written atomically, loaded with weights_only.
 
-Contents of ``last.pt``: ``model`` (state dict), ``optimizer``, ``scaler``, ``epoch`` (the last
-completed epoch; 0 = before training), ``rng`` (torch, cuda, numpy and Python states as tensors and
-lists), ``config`` (the resolved recipe), ``classes``, ``best_val_loss``, ``best_epoch``,
-``history`` (one dict per completed epoch). ``best.pt`` holds the same keys except the optimizer,
-scaler and RNG states. Nothing in a checkpoint needs unpickling code, so
-``torch.load(path, weights_only=True)`` reads it.
+One schema for ``checkpoints/last.pt`` of both tasks (``kind`` says which):
+
+=================  ===========================================================================
+key                value
+=================  ===========================================================================
+kind               ``"finetune"`` or ``"pretrain"`` (absent in checkpoints written before it
+                   existed: :func:`checkpoint_kind` infers it)
+model              the model's state dict
+optimizer, scaler  their state dicts (the scaler's is empty without fp16 loss scaling)
+epoch              the last completed epoch; 0 = written before training
+rng                torch, cuda, numpy and Python states as tensors and lists
+config             finetune: the resolved recipe (FinetuneConfig fields); pretrain:
+                   ``{"recipe", "model", "task": "pretrain"}``
+classes            class names in the model's output order
+history            one dict per completed epoch (the rows of history.csv)
+=================  ===========================================================================
+
+Task-specific keys: finetune adds ``split_sha256``, ``best_val_loss``, ``best_epoch``,
+``stopped_early``; pretrain adds ``model_ema`` (state dict or None), ``model_ema_updates``,
+``global_step``. ``best.pt`` is the same dict at the best epoch; finetune leaves out the
+optimizer, scaler and RNG states there. Nothing needs unpickling code, so
+``torch.load(path, weights_only=True)`` reads every checkpoint.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 from pathlib import Path
@@ -18,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_bytes
@@ -28,6 +46,46 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     torch.save(state, buffer)
     # Temp file + rename: a kill during the write leaves the previous checkpoint intact.
     atomic_write_bytes(path, buffer.getvalue())
+
+
+KINDS = ("finetune", "pretrain")
+
+
+def training_state(kind: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   epoch: int, config: dict, classes: list[str], history: list[dict], **extra: Any) -> dict[str, Any]:
+    """A checkpoint in the schema above, with the state dicts and RNG states as they are now.
+
+    Args:
+        kind: ``finetune`` or ``pretrain``.
+        model, optimizer, scaler: whose state dicts to store.
+        epoch: the last completed epoch (0 before training).
+        config: the recipe as the task stores it.
+        classes: class names in output order.
+        history: the completed epochs' rows.
+        extra: the task's own keys (see above).
+    """
+    return {
+        "kind": kind,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        # Resuming reseeds every epoch from (seed, epoch, rank); the states are kept for code that
+        # continues a run in its own way.
+        "rng": capture_rng_state(),
+        "config": config,
+        "classes": classes,
+        "history": history,
+        **extra,
+    }
+
+
+def checkpoint_kind(state: dict[str, Any]) -> str:
+    """``finetune`` or ``pretrain``; older checkpoints without ``kind`` say it through their config."""
+    if state.get("kind") in KINDS:
+        return state["kind"]
+    config = state.get("config")
+    return "pretrain" if isinstance(config, dict) and config.get("task") == "pretrain" else "finetune"
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -83,3 +141,25 @@ def check_classes(checkpoint_classes: list[str], split_classes: list[str], what:
             f"{what} was trained on classes {list(checkpoint_classes)} but the split has "
             f"{list(split_classes)}; use a split with the same classes in the same order"
         )
+
+
+def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """A state dict as safetensors (pure tensors, nothing to unpickle); ``metadata`` values as JSON."""
+    from safetensors.torch import save
+
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
+    atomic_write_bytes(path, save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()}))
+
+
+def read_weights_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        raw = handle.metadata() or {}
+    decoded = {}
+    for key, value in raw.items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:  # metadata written by another tool
+            decoded[key] = value
+    return decoded

@@ -1,13 +1,5 @@
-"""The run directory: where a fine-tuning run keeps everything a reviewer needs.
+"""Claiming a run directory before training into it: the checks, the marker, the lock.
 
-```
-runs/<dataset>/<model>/<name>/      (<name> defaults to seed<seed>)
-  config.json                       the resolved recipe, data, weights, versions, command line
-  history.csv                       one row per completed epoch
-  checkpoints/last.pt, best.pt      resumable state; best validation loss
-  predictions_val.csv, predictions_test.csv, metrics.json
-  logs/                             written by `accvit-med sweep` (its output, job id, state)
-```
 An existing run is never overwritten by accident: ``resume`` continues it, ``force`` starts again,
 and only in a folder whose ``.accvit-med.json`` marker proves we made it (see
 :mod:`accvit_med.ownership`). ``.accvit-med.lock`` keeps two processes from training into one run.
@@ -17,51 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from accvit_med.errors import UserError
 from accvit_med.ownership import check_replaceable, owned_by_us, remove_owned, write_marker
-
-RUN_FILES = ("config.json", "history.csv", "predictions_val.csv", "predictions_test.csv", "metrics.json")
-
-
-@dataclass(frozen=True)
-class RunDir:
-    path: Path
-
-    @property
-    def config(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def history(self) -> Path:
-        return self.path / "history.csv"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.json"
-
-    def predictions(self, split: str) -> Path:
-        return self.path / f"predictions_{split}.csv"
-
-
-def default_run_path(dataset: str, model: str, seed: int, name: Optional[str] = None, root: str = "runs") -> Path:
-    return Path(root) / dataset / model / (name or f"seed{seed}")
-
+from accvit_med.rundir.layout import RUN_FILES, RunDir
 
 RUN_KIND = "run"
 # Top-level names a run directory holds (finetune and pretrain, and the default output folders of

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from accvit_med.fileio import atomic_write_json
+from accvit_med.rundir.layout import RunDir
 from accvit_med.sweep.plan import PlannedRun, SweepPlan
 from accvit_med.sweep.state import (RunState, log_path, read_marker, recipe_differences, run_states,
                                     update_marker)
@@ -67,7 +68,7 @@ def write_recipe_files(plan: SweepPlan) -> None:
 def worker_command(run: PlannedRun, force: bool, gpus: int = 1) -> list[str]:
     """The finetune command the worker runs now, from what the run directory holds."""
     restart = force and bool(recipe_differences(run))
-    resume = not restart and (run.run_dir / "checkpoints" / "last.pt").is_file()
+    resume = not restart and RunDir(run.run_dir).last.is_file()
     return run.command(resume=resume, force=restart, gpus=gpus)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from accvit_med.fileio import atomic_write_json
+from accvit_med.rundir.layout import RunDir
 from accvit_med.sweep.plan import PlannedRun, SweepPlan
 from accvit_med.training.recipe import RESUMABLE_CHANGES
 
@@ -77,13 +78,13 @@ class RunState:
 
     @property
     def resumable(self) -> bool:
-        return (self.run.run_dir / "checkpoints" / "last.pt").is_file()
+        return RunDir(self.run.run_dir).last.is_file()
 
 
 def recipe_differences(run: PlannedRun) -> list[str]:
     """What the run directory's recipe has that the plan does not (runtime settings aside)."""
     try:
-        stored = json.loads((run.run_dir / "config.json").read_text(encoding="utf-8"))["recipe"]
+        stored = json.loads(RunDir(run.run_dir).config.read_text(encoding="utf-8"))["recipe"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     planned = run.config.to_dict()
@@ -93,7 +94,7 @@ def recipe_differences(run: PlannedRun) -> list[str]:
 
 def _history(run_dir: Path) -> tuple[int, Optional[float]]:
     try:
-        with open(run_dir / "history.csv", newline="", encoding="utf-8") as handle:
+        with open(RunDir(run_dir).history, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except OSError:
         return 0, None
@@ -104,7 +105,7 @@ def _history(run_dir: Path) -> tuple[int, Optional[float]]:
 
 def _macro_f1(run_dir: Path) -> Optional[float]:
     try:
-        return float(json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["macro_f1"])
+        return float(json.loads(RunDir(run_dir).metrics.read_text(encoding="utf-8"))["macro_f1"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -150,7 +151,7 @@ def run_state(run: PlannedRun, queue: Optional[dict[str, str]]) -> RunState:
                       test_macro_f1=_macro_f1(run_dir), job_id=marker.get("job_id"),
                       differs=recipe_differences(run))
     job_state = queue.get(str(result.job_id)) if result.job_id and queue is not None else None
-    if (run_dir / "metrics.json").is_file() and (run_dir / "predictions_test.csv").is_file():
+    if RunDir(run_dir).metrics.is_file() and RunDir(run_dir).predictions("test").is_file():
         result.state = "done"
     elif queue is None and marker.get("launcher") == "slurm" and marker.get("state") in ("queued", "running"):
         result.state, result.detail = marker["state"], "SLURM's queue could not be read (squeue failed)"

@@ -1,4 +1,10 @@
-"""Fine-tuning (and ImageNet pre-training) engines: recipe, loop, checkpoints, DDP helpers.
+"""Training runs: fine-tuning (:mod:`.finetune`) and ImageNet pre-training (:mod:`.pretrain`), both on
+one run engine (:mod:`.engine`: context, run directory claim, what each epoch writes).
+
+Modules: recipe (FinetuneConfig), run_split (which split a run reads), data (loaders, balancing),
+model_setup (model + weights of a run), loop (one epoch, predictions), part_predictions (val/test
+predictions and their files), evaluate_run (re-score a finished run: ``accvit-med evaluate``),
+context (RunContext), engine (shared scaffolding), distributed (torchrun helpers).
 
 >>> from accvit_med.training.recipe import FinetuneConfig
 >>> from accvit_med.training.finetune import finetune

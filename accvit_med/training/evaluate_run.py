@@ -7,7 +7,6 @@ writes ``<run>/evaluate/<checkpoint>/predictions_<split>.csv`` and ``metrics_<sp
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -17,15 +16,15 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from accvit_med.devices import resolve_device
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_json
-from accvit_med.training import data as rundata
 from accvit_med.rundir.checkpoints import check_classes, load_checkpoint
-from accvit_med.training.distributed import DistContext
+from accvit_med.rundir.layout import RunDir, read_run_config
+from accvit_med.training import data as rundata
+from accvit_med.training.context import RunContext
 from accvit_med.training.part_predictions import evaluate_part, write_part_files
-from accvit_med.training.model_setup import resolve_device
 from accvit_med.training.recipe import FinetuneConfig
-from accvit_med.rundir.claim import RunDir
 
 CHECKPOINTS = ("best", "last")
 PARTS = ("train", "val", "test")
@@ -37,15 +36,6 @@ class EvaluationResult:
     predictions: Path
     metrics_path: Path
     epoch: int
-
-
-def _read_run_config(run: RunDir) -> dict:
-    if not run.config.is_file():
-        raise UserError(f"'{run.path}' is not a run directory (no config.json); pass the folder finetune wrote")
-    try:
-        return json.loads(run.config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise UserError(f"'{run.config}' is not valid JSON; the run directory is damaged") from None
 
 
 def _run_split(run_config: dict, data_dir: Optional[str]):
@@ -79,7 +69,7 @@ def evaluate_run(
     if part not in PARTS:
         raise UserError(f"--split must be one of {', '.join(PARTS)}, got '{part}'")
     run = RunDir(Path(run_dir))
-    run_config = _read_run_config(run)
+    run_config = read_run_config(run.path, kind="finetune")
     names = {f.name for f in fields(FinetuneConfig)}
     config = FinetuneConfig(**{k: v for k, v in run_config["recipe"].items() if k in names})
     runtime = {"device": device, "workers": workers, "batch_size": batch_size, "data_dir": data_dir}
@@ -108,7 +98,8 @@ def evaluate_run(
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     # Same autocast as the run used, so a CUDA run's predictions are reproduced as written.
     amp_dtype = getattr(torch, run_config["amp_dtype"]) if target.type == "cuda" and run_config.get("amp_dtype") else None
-    output = evaluate_part(model, data.part(part), config, DistContext(), target, amp_dtype, criterion, console, f"evaluate {part}")
+    ctx = RunContext(target, console=console, amp_dtype=amp_dtype, channels_last=config.channels_last)
+    output = evaluate_part(model, data.part(part), config, ctx, criterion, f"evaluate {part}")
 
     folder = Path(out) if out else run.path / "evaluate" / checkpoint
     predictions = folder / f"predictions_{part}.csv"

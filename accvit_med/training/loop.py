@@ -7,7 +7,6 @@ run resumed after a kill finish with the same numbers as one never interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from accvit_med.training.context import RunContext
 from accvit_med.training.distributed import DistContext, all_reduce_sum
 
 
@@ -95,36 +95,26 @@ class EpochTotals:
         return self.correct / max(self.count, 1)
 
 
-def autocast_context(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    device: torch.device,
-    ctx: DistContext,
-    amp_dtype: Optional[torch.dtype] = None,
+    ctx: RunContext,
     clip_grad_norm: Optional[float] = None,
-    channels_last: bool = False,
     on_batch: Optional[Callable[[int, float], None]] = None,
 ) -> EpochTotals:
     """Train over ``batches``; ``on_batch(batch_size, running_loss)`` drives the progress bar."""
     model.train()
     totals = EpochTotals()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for step, (images, targets, _rows) in enumerate(batches, start=1):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        targets = targets.to(device, non_blocking=True)
-        with autocast_context(device, amp_dtype):
+        images = ctx.images(images)
+        targets = targets.to(ctx.device, non_blocking=True)
+        with ctx.autocast():
             logits = model(images)
             loss = criterion(logits, targets)
-        check_finite_loss(loss, step, ctx)
+        check_finite_loss(loss, step, ctx.dist)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip_grad_norm:
@@ -138,7 +128,7 @@ def train_one_epoch(
         totals.count += batch
         if on_batch is not None:
             on_batch(batch, totals.loss)
-    loss_sum, correct, count = all_reduce_sum(ctx, [totals.loss_sum, totals.correct, totals.count])
+    loss_sum, correct, count = all_reduce_sum(ctx.dist, [totals.loss_sum, totals.correct, totals.count])
     return EpochTotals(loss_sum, int(correct), int(count))
 
 
@@ -146,18 +136,15 @@ def train_one_epoch(
 def predict_logits(
     model: nn.Module,
     batches: Iterable,
-    device: torch.device,
-    amp_dtype: Optional[torch.dtype] = None,
-    channels_last: bool = False,
+    ctx: RunContext,
     on_batch: Optional[Callable[[int], None]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(row indices, float32 logits on the CPU) for this process's rows."""
     model.eval()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     rows, outputs = [], []
     for images, _targets, batch_rows in batches:
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        with autocast_context(device, amp_dtype):
+        images = ctx.images(images)
+        with ctx.autocast():
             logits = model(images)
         outputs.append(logits.float().cpu())
         rows.append(batch_rows.cpu())

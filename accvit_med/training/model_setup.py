@@ -1,4 +1,4 @@
-"""The network of a run: device choice, model creation with its weights, and their provenance."""
+"""The network of a run: model creation with its weights, and their provenance."""
 
 from __future__ import annotations
 
@@ -16,19 +16,6 @@ FROM_SCRATCH_WARNING = (
     "[bold yellow]WARNING: training from scratch (--weights none).[/] The paper fine-tuned "
     "ImageNet-pretrained backbones; numbers from random initialisation are not comparable to it."
 )
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto``: the GPU when torch sees one, else the CPU; an unusable explicit choice is an error."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {spec}: torch sees no CUDA device here; pass --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    return device
 
 
 def unwrap(model: nn.Module) -> nn.Module:

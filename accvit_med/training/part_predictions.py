@@ -6,15 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from torch import nn
 
 from accvit_med.datasets.torchdata import SplitImageDataset
 from accvit_med.fileio import atomic_write_json
 from accvit_med.training import data as rundata
+from accvit_med.training.context import RunContext
 from accvit_med.training.distributed import DistContext, all_gather_objects
 from accvit_med.training.loop import predict_logits
-from accvit_med.progress import EpochBar
 from accvit_med.training.recipe import FinetuneConfig
 
 
@@ -59,19 +58,15 @@ def evaluate_part(
     model: nn.Module,
     dataset: SplitImageDataset,
     config: FinetuneConfig,
-    ctx: DistContext,
-    device: torch.device,
-    amp_dtype,
+    ctx: RunContext,
     criterion: nn.Module,
-    console: Console,
     description: str,
 ) -> PartOutput:
-    loader = rundata.eval_loader(dataset, config, ctx, pin_memory=device.type == "cuda")
-    with EpochBar(console, description, len(dataset), ctx.is_main) as bar:
-        rows, logits = predict_logits(
-            model, loader, device, amp_dtype, config.channels_last, on_batch=lambda n: bar.advance(n * ctx.world_size)
-        )
-    logits = gather_in_order(ctx, rows, logits, len(dataset))
+    """Predictions and loss (``criterion``) over every row of ``dataset``, each process a shard."""
+    loader = rundata.eval_loader(dataset, config, ctx.dist, pin_memory=ctx.device.type == "cuda")
+    with ctx.progress(description, len(dataset)) as bar:
+        rows, logits = predict_logits(model, loader, ctx, on_batch=lambda n: bar.advance(n * ctx.dist.world_size))
+    logits = gather_in_order(ctx.dist, rows, logits, len(dataset))
     # The training criterion (label smoothing, class weights) on the CPU, as torchvision's
     # reference scripts validate: "best validation loss" is then the loss being minimised.
     cpu_criterion = _on_cpu(criterion)

@@ -26,9 +26,6 @@ def prepare(
     Entries are keyed by file path, size, modification time and --image-size: a replaced image is
     decoded again. Pass the same --image-size and --cache-dir to finetune.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from accvit_med.datasets.cache import fill_cache
     from accvit_med.errors import UserError
     from accvit_med.training.recipe import FinetuneConfig
@@ -47,8 +44,9 @@ def prepare(
     from accvit_med.fileio import check_writable
 
     check_writable(cache_dir if cache_dir is not None else default_cache_dir(root), "--cache-dir")
-    with Progress(TextColumn("caching"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("cache", total=len(paths))
+    from accvit_med.progress import progress_bar
+
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task("caching", total=len(paths))
         made, folder = fill_cache(root, paths, image_size, cache_dir, workers, on_image=lambda: progress.advance(task))
     typer.echo(f"{made} image(s) cached, {len(paths) - made} already there, in {folder}")
