@@ -18,9 +18,9 @@ history            one dict per completed epoch (the rows of history.csv)
 =================  ===========================================================================
 
 Task-specific keys: finetune adds ``split_sha256``, ``best_val_loss``, ``best_epoch``,
-``stopped_early``; pretrain adds ``model_ema`` (state dict or None), ``model_ema_updates``,
+``stopped_early`` and, with ``--ema``, ``ema`` (the AveragedModel's state); pretrain adds ``model_ema`` (state dict or None), ``model_ema_updates``,
 ``global_step``. ``best.pt`` is the same dict at the best epoch; finetune leaves out the
-optimizer, scaler and RNG states there. Nothing needs unpickling code, so
+optimizer, scaler, RNG and ``ema`` states there (with ``--ema`` its ``model`` is the average). Nothing needs unpickling code, so
 ``torch.load(path, weights_only=True)`` reads every checkpoint.
 """
 
