@@ -8,7 +8,7 @@ classifier top. Each layer (:class:`ACCViTLayer`) is an atrous inverted residual
 sections 2.1-2.2) and one MLP shared by the attention branches (section 2.3).
 
 The paper leaves several details open. The choices below are the ones that reproduce the parameter
-counts of its Table 2 and Table 8 (``shared/design/paper-spec.md``); each module says which choice
+counts of its Table 2 and Table 8 (docs/models.md lists them); each module says which choice
 it makes and where the counts cannot decide. There are no public weights, so nothing here has to
 match a foreign state dict.
 

@@ -1,8 +1,8 @@
 """ACC-ViT initialised from torchvision's ImageNet MaxViT-T ("weight inheritance").
 
 No ACC-ViT ImageNet weights are published, but ACC-ViT was built on torchvision's MaxViT and nearly
-every ACC-ViT tensor has a MaxViT-T tensor of the same role and shape (``shared/design/
-paper-spec.md``, "torchvision's MaxViT-T next to ACC-ViT"). This module copies them over, so that
+every ACC-ViT tensor has a MaxViT-T tensor of the same role and shape (the table in
+docs/pretrained-weights.md). This module copies them over, so that
 an ACC-ViT starts with ImageNet features instead of random ones. It is NOT an ACC-ViT trained on
 ImageNet: the parts MaxViT lacks (gates, extra layers, the fused attention's LayerNorm) start from
 rules chosen so that each layer begins close to MaxViT's function. docs/pretrained-weights.md has the
