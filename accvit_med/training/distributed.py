@@ -41,6 +41,14 @@ def init_distributed(device_type: str) -> DistContext:
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def is_main_process() -> bool:
+    """Whether this process is the one that prints and writes: rank 0 of the process group if it
+    is joined, else of the torchrun launch (RANK), else the only process there is."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def process_group_backend(device_type: str) -> str:
     """NCCL for CUDA tensors (DDP's gradients); gloo for the CPU tensors and pickled objects that
     the metric reductions and gathers send. NCCL alone refuses CPU tensors."""

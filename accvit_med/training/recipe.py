@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from accvit_med.errors import UserError
+from accvit_med.recipe_fields import documented, field_kinds
 
 BALANCE_CHOICES = ("none", "weights", "sampler")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -34,40 +35,52 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class FinetuneConfig:
-    # What to train on.
+    """A fine-tuning run's data, model and recipe. Fields made with :func:`documented` are also
+    ``accvit-med finetune`` options (their help and default shown by ``--help`` come from here);
+    the others are set by a shared option (data, device, workers) or only by a recipe file."""
+
+    # What to train on (options shared with `prepare`: accvit_med.cli.options).
     dataset: Optional[str] = None
     split: Optional[str] = None
     data_dir: Optional[str] = None
     # What to train.
-    model: str = "accvit_tiny"
-    weights: str = "imagenet"
+    model: str = documented("accvit_tiny", help="Registered model name (`accvit-med models`).")
+    weights: str = documented(
+        "imagenet", help="imagenet (ACC-ViT: inherited from MaxViT-T), maxvit_t, none (from scratch) or a checkpoint file."
+    )
     # The recipe (appendix C.2 unless noted).
-    epochs: int = 100
-    batch_size: int = 32  # not given in the paper
-    lr: float = 5e-5
-    weight_decay: float = 1e-8  # MaxViT's i1k_ft_update (not given in C.2)
+    epochs: int = documented(100, help="Epochs.")
+    batch_size: int = documented(32, help="Images per step, per process.")  # not given in the paper
+    lr: float = documented(5e-5, help="AdamW learning rate, constant.")
+    weight_decay: float = documented(1e-8, help="AdamW weight decay (MaxViT's fine-tuning value).")  # MaxViT's i1k_ft_update (not given in C.2)
     label_smoothing: float = 0.1
     clip_grad_norm: float = 1.0
-    image_size: int = 224
+    image_size: int = documented(224, help="Input side.")
     randaugment_ops: int = 2  # MaxViT's i1k_ft_update (not given in C.2)
     randaugment_magnitude: int = 15  # MaxViT's i1k_ft_update (not given in C.2)
     # EMA of the weights (MaxViT: 0.9999); None = off. When on, validation, the best checkpoint and
     # the final evaluation use the EMA weights.
-    ema_decay: Optional[float] = None
-    patience: Optional[int] = None  # early stopping on validation loss; None = train all epochs
-    balance: str = "none"
-    seed: int = 42
+    ema_decay: Optional[float] = documented(
+        None, flag="--ema", metavar="DECAY", shown_default="off",
+        help="Keep an EMA of the weights (MaxViT: 0.9999); validate, keep and evaluate it.",
+    )
+    # early stopping on validation loss; None = train all epochs
+    patience: Optional[int] = documented(None, help="Stop after this many epochs without a better val loss.")
+    balance: str = documented("none", help="none, weights (weighted loss) or sampler.")
+    seed: int = documented(42, help="Seed of the head, sample order, augmentation and dropout.")
     # BatchNorm running-statistics momentum; None keeps each network's own (not in the paper; the
     # demo's short from-scratch runs use 0.1 so the statistics catch up within a few epochs).
     batchnorm_momentum: Optional[float] = None
     # How to run it (these never change the numbers on CPU, except amp).
     device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    grad_checkpointing: bool = False  # recompute block activations in backward: less memory, slower
-    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
-    cache: bool = False
+    amp: bool = documented(False, help="bf16 (else fp16) autocast on CUDA.")
+    channels_last: bool = documented(False, help="NHWC memory format.")
+    compile: bool = documented(False, help="torch.compile the model.")
+    grad_checkpointing: bool = documented(
+        False, help="Recompute each block's activations in backward: lower peak memory, slower steps."
+    )
+    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1), metadata={"shown_default": "min(8, CPUs)"})
+    cache: bool = documented(False, help="Use (and fill) the resized-image cache.")
     cache_dir: Optional[str] = None
 
     def validate(self) -> "FinetuneConfig":
@@ -100,6 +113,7 @@ class FinetuneConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
+_FIELD_KINDS: dict[str, type] = field_kinds(FinetuneConfig)  # what a recipe file's value is coerced to
 
 # A recipe stored before a key existed ran with the value below, not with today's default. (Keys
 # present in every stored recipe are listed too: a hand-trimmed config must not switch recipes.)
@@ -182,15 +196,6 @@ def _coerce(name: str, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as err:
         raise UserError(f"recipe key '{name}' has a bad value {value!r} ({err})") from None
-
-
-_FIELD_KINDS: dict[str, type] = {
-    **{name: int for name in ("epochs", "batch_size", "image_size", "randaugment_ops",
-                              "randaugment_magnitude", "patience", "seed", "workers")},
-    **{name: float for name in ("lr", "weight_decay", "label_smoothing", "clip_grad_norm", "batchnorm_momentum",
-                                "ema_decay")},
-    **{name: bool for name in ("amp", "channels_last", "compile", "grad_checkpointing", "cache")},
-}
 
 
 def resolve_config(

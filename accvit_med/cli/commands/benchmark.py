@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from accvit_med.cli.options import BatchSizeOpt, DeviceOpt, ImageSizeOpt
+
 DEFAULT_MODELS = "accvit_tiny,maxvit_t,swin_t,convnext_tiny"
 
 
@@ -13,15 +15,15 @@ def register(app: typer.Typer) -> None:
 
 def benchmark(
     models: str = typer.Option(DEFAULT_MODELS, "--models", help="Registry names, comma-separated."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step."),
-    image_size: int = typer.Option(224, "--image-size", min=1, help="Input side (ACC-ViT, MaxViT: a multiple of 224)."),
+    batch_size: BatchSizeOpt = 8,
+    image_size: ImageSizeOpt = 224,
     iters: int = typer.Option(5, "--iters", min=1, help="Timed rounds; the median step time is reported."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed rounds first."),
     compile: bool = typer.Option(
         False, "--compile/--no-compile",
         help="torch.compile every model (compiling takes minutes per model; over 15 on a 2-core CPU).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto (cuda, then cpu), cpu, cuda or cuda:N."),
+    device: DeviceOpt = "auto",
 ) -> None:
     """Measure training images/s (forward, backward, AdamW step), inference images/s and peak
     training memory of each model, and each model's ratio to maxvit_t (else the first model).

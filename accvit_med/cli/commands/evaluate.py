@@ -7,20 +7,22 @@ from typing import Optional
 
 import typer
 
+from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, RunDataDirOpt, RunOpt, WorkersOpt, shown
+
 
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
 
 
 def evaluate(
-    run: Path = typer.Option(..., "--run", help="Run directory written by `accvit-med finetune`."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    run: RunOpt,
+    checkpoint: CheckpointOpt = "best",
     split: str = typer.Option("test", "--split", help="train, val or test."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root, if it moved since training."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder. (default: <run>/evaluate/<checkpoint>)"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes. (default: the run's)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the run's."),
+    data_dir: RunDataDirOpt = None,
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder.", show_default="<run>/evaluate/<checkpoint>"),
+    device: DeviceOpt = "auto",
+    workers: shown(WorkersOpt, "the run's") = None,
+    batch_size: shown(BatchSizeOpt, "the run's") = None,
 ) -> None:
     """Recompute predictions_<split>.csv and metrics_<split>.json from a run's checkpoint."""
     from accvit_med.fileio import check_writable

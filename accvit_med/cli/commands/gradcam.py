@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, RunDataDirOpt
+
 
 def register(app: typer.Typer) -> None:
     app.command("gradcam")(gradcam)
@@ -17,14 +19,14 @@ def gradcam(
     run: List[Path] = typer.Option(..., "--run", help="Run directory; repeat to compare runs side by side (one grid column each)."),
     misclassified: bool = typer.Option(False, "--misclassified", help="Explain the first run's test-set errors (most confident first)."),
     limit: int = typer.Option(16, "--limit", help="At most this many test-set errors with --misclassified."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <first run>/gradcam)."),
-    class_name: Optional[str] = typer.Option(None, "--class", help="Explain this class for every image (default: each run's predicted class)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root of the test images, if it moved since training."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder.", show_default="<first run>/gradcam"),
+    class_name: Optional[str] = typer.Option(None, "--class", help="Explain this class for every image.", show_default="each run's predicted class"),
+    checkpoint: CheckpointOpt = "best",
+    data_dir: RunDataDirOpt = None,
     alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the heat map over the image (0-1)."),
     rows_per_grid: int = typer.Option(8, "--rows-per-grid", help="Images per grid figure."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per forward/backward pass."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: BatchSizeOpt = 8,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Grad-CAM overlays of each run on the same images, and a grid with one column per run.
 

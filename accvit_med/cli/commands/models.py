@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from accvit_med.cli.options import ImageSizeOpt
+
 
 def register(app: typer.Typer) -> None:
     app.command("models")(models)
 
 
 def models(
-    image_size: int = typer.Option(224, "--image-size", help="Input side for the GFLOPs column (a multiple of 224)."),
+    image_size: ImageSizeOpt = 224,
 ) -> None:
     """List the models (ACC-ViT variants and torchvision baselines): family, parameters, GFLOPs, weights.
 

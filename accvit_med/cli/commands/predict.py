@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
+
+from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, RunOpt, WorkersOpt, shown
 
 TABLE_ROWS_WITH_OUT = 20  # with --out the file holds everything; the terminal shows a preview
 
@@ -15,15 +17,15 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    inputs: List[Path] = typer.Argument(..., metavar="IMAGES_OR_FOLDERS", help="Image files and/or folders (searched recursively)."),
-    run: Path = typer.Option(..., "--run", help="Run directory written by `accvit-med finetune`."),
+    inputs: Annotated[List[Path], typer.Argument(metavar="IMAGES_OR_FOLDERS", help="Image files and/or folders (searched recursively).")],
+    run: RunOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (path,pred,prob_<class>...); without it, only the table is printed."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    checkpoint: CheckpointOpt = "best",
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, h (+ horizontal flip) or hv (+ horizontal and vertical flips)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out unreadable images (listed on stderr) instead of stopping."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes (default: min(4, CPUs))."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: BatchSizeOpt = 32,
+    workers: shown(WorkersOpt, "min(4, CPUs)") = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Predict the class of each image with a fine-tuned run (its own preprocessing and checkpoint).
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
+
+from accvit_med.cli.options import CacheDirOpt, DataDirOpt, DatasetOpt, SplitOpt, WorkersOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -14,12 +16,12 @@ def register(app: typer.Typer) -> None:
 
 
 def prepare(
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name; without --split uses splits/<name>.csv."),
-    split: Optional[Path] = typer.Option(None, "--split", help="Split CSV written by `accvit-med split`."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default: the one in the split's manifest)."),
-    image_size: int = typer.Option(224, "--image-size", help="Size the run will train at."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Default: <data root>/.accvit-cache."),
-    workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", help="Decoding processes."),
+    dataset: DatasetOpt = None,
+    split: SplitOpt = None,
+    data_dir: DataDirOpt = None,
+    image_size: Annotated[int, typer.Option("--image-size", min=1, help="Size the run will train at.")] = 224,
+    cache_dir: CacheDirOpt = None,
+    workers: WorkersOpt = min(8, os.cpu_count() or 1),
 ) -> None:
     """Fill the resized-image cache for a split, so `finetune --cache` never decodes full-size images.
 
@@ -28,14 +30,9 @@ def prepare(
     """
     from accvit_med.datasets.cache import fill_cache
     from accvit_med.errors import UserError
-    from accvit_med.training.recipe import FinetuneConfig
-    from accvit_med.training.run_split import load_run_split
+    from accvit_med.training.run_split import resolve_split
 
-    if image_size < 1:
-        raise UserError(f"--image-size must be at least 1, got {image_size}")
-    config = FinetuneConfig(dataset=dataset, split=None if split is None else str(split),
-                            data_dir=None if data_dir is None else str(data_dir))
-    loaded = load_run_split(config)
+    loaded = resolve_split(dataset, split, data_dir)
     root = Path(loaded.root)
     if not root.is_dir():
         raise UserError(f"data root '{root}' (from the split's manifest) does not exist; pass --data-dir")
