@@ -10,6 +10,7 @@ types the fields declare (:func:`field_kinds`). A notebook uses the dataclass as
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from typing import Any, Optional
 
@@ -59,3 +60,8 @@ def field_default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return dataclasses.MISSING
+
+
+def format_value(value: Any) -> str:
+    """A default as people write it: 5e-5 and 1e-8 (not Python's 5e-05), 0.001, 224, ta_wide."""
+    return re.sub(r"e([+-])0+(?=\d)", r"e\1", str(value))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 import typing
 from copy import copy
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from typer.models import OptionInfo
 
-from accvit_med.recipe_fields import documented_fields, field_default, field_kinds
+from accvit_med.recipe_fields import documented_fields, field_default, field_kinds, format_value
 
 DEVICE_HELP = "auto (cuda, then cpu), cpu, cuda or cuda:N."
 
@@ -59,7 +58,9 @@ def shown(alias: Any, default_text: str) -> Any:
     return Annotated[base, info]
 
 
-def recipe_options(recipe_cls: type, into: str = "recipe") -> Callable[[Callable], Callable]:
+def recipe_options(
+    recipe_cls: type, into: str = "recipe", *, exclude: tuple[str, ...] = (), shown_defaults: Optional[dict[str, str]] = None,
+) -> Callable[[Callable], Callable]:
     """Decorate a command so it takes one option per documented field of ``recipe_cls``.
 
     The command declares a parameter named ``into``; it receives ``{field: value}`` for every
@@ -71,14 +72,18 @@ def recipe_options(recipe_cls: type, into: str = "recipe") -> Callable[[Callable
     Args:
         recipe_cls: the recipe dataclass (e.g. FinetuneConfig).
         into: name of the command's parameter that receives the given recipe values.
+        exclude: recipe fields the command takes as ordinary parameters (e.g. pretrain's --model).
+        shown_defaults: ``--help``'s text for defaults the dataclass cannot hold (per-model values).
     """
     kinds = field_kinds(recipe_cls)
-    field_names = {f.name for f in dataclasses.fields(recipe_cls)}
+    field_names = {f.name for f in dataclasses.fields(recipe_cls)} - set(exclude)
+    texts = shown_defaults or {}
 
     def decorate(command: Callable) -> Callable:
         own = inspect.signature(command, eval_str=True).parameters
         declared = {name: _with_recipe_default(p, recipe_cls) for name, p in own.items() if name in field_names}
-        derived = [_derived_parameter(f, kinds[f.name]) for f in documented_fields(recipe_cls) if f.name not in own]
+        derived = [_derived_parameter(f, kinds[f.name], texts.get(f.name))
+                   for f in documented_fields(recipe_cls) if f.name not in own and f.name in field_names]
         parameters = []
         for name, p in own.items():  # the derived options go where the command's ``into`` parameter is
             parameters += derived if name == into else [declared.get(name, p).replace(kind=inspect.Parameter.KEYWORD_ONLY)]
@@ -98,13 +103,13 @@ def recipe_options(recipe_cls: type, into: str = "recipe") -> Callable[[Callable
     return decorate
 
 
-def _derived_parameter(f: dataclasses.Field, kind: type) -> inspect.Parameter:
+def _derived_parameter(f: dataclasses.Field, kind: type, default_text: Optional[str]) -> inspect.Parameter:
     """The option of one documented recipe field: ``--name`` (``--name/--no-name`` for a bool)."""
     flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
     if kind is bool:
         flag = f"{flag}/--no-{flag[2:]}"
     info = typer.Option(flag, help=f.metadata["help"], metavar=f.metadata.get("metavar"),
-                        show_default=_default_text(f, kind))
+                        show_default=default_text or _default_text(f))
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[kind], info])
 
@@ -116,11 +121,11 @@ def _with_recipe_default(parameter: inspect.Parameter, recipe_cls: type) -> insp
     if not infos or parameter.default is not None or infos[0].show_default is not True:
         return parameter  # a default of the command's own, or a described one (``shown``)
     f = next(f for f in dataclasses.fields(recipe_cls) if f.name == parameter.name)
-    infos[0].show_default = _default_text(f, base)
+    infos[0].show_default = _default_text(f)
     return parameter.replace(annotation=Annotated[base, infos[0]])
 
 
-def _default_text(f: dataclasses.Field, kind: Any) -> Any:
+def _default_text(f: dataclasses.Field) -> Any:
     """What ``--help`` shows as the field's default: its text, its value, or nothing (None)."""
     if f.metadata.get("shown_default"):
         return f.metadata["shown_default"]
@@ -129,5 +134,4 @@ def _default_text(f: dataclasses.Field, kind: Any) -> Any:
         return False
     if isinstance(value, bool):
         return ("" if value else "no-") + (f.metadata.get("flag") or f.name.replace("_", "-")).lstrip("-")
-    # 5e-5, not Python's 5e-05: as the paper and docs/cli.md write it
-    return re.sub(r"e([+-])0+(?=\d)", r"e\1", str(value)) if isinstance(value, float) else str(value)
+    return format_value(value)

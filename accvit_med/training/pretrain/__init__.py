@@ -11,20 +11,25 @@ imagenet (folders and transforms), engine (the run and its resume), validation (
 evaluate_checkpoint (eval-only).
 """
 
-from accvit_med.training.pretrain.engine import PretrainOptions, PretrainResult, default_out, pretrain
-from accvit_med.training.pretrain.evaluate_checkpoint import evaluate_checkpoint
-from accvit_med.training.pretrain.recipe import RECIPES, PretrainRecipe, batch_layout, recipe_for
-from accvit_med.training.pretrain.validation import Metrics
+from __future__ import annotations
 
-__all__ = [
-    "RECIPES",
-    "Metrics",
-    "PretrainOptions",
-    "PretrainRecipe",
-    "PretrainResult",
-    "batch_layout",
-    "default_out",
-    "evaluate_checkpoint",
-    "pretrain",
-    "recipe_for",
-]
+import importlib
+
+# Names resolved on first use (PEP 562), so that reading the recipe (the CLI's --help derives the
+# pretrain options from it) does not import torch through the engine. (Importing the submodule
+# evaluate_checkpoint directly first leaves the package attribute of that name the module, as
+# Python binds submodules; import the function from its module, as the CLI does.)
+_EXPORTS = {
+    "PretrainOptions": "engine", "PretrainResult": "engine", "default_out": "engine", "pretrain": "engine",
+    "evaluate_checkpoint": "evaluate_checkpoint", "Metrics": "validation",
+    "RECIPES": "recipe", "PretrainRecipe": "recipe", "batch_layout": "recipe", "recipe_for": "recipe",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from accvit_med.errors import UserError
+from accvit_med.recipe_fields import documented, format_value
 
 # Values shared by every variant (Table 4 and the torchrun commands of appendix C.1).
 EPOCHS = 400
@@ -39,32 +40,36 @@ class PretrainRecipe:
     """Every hyper-parameter that defines a pre-training run (saved in checkpoints and config.json)."""
 
     model: str
-    global_batch_size: int
-    lr: float
-    min_lr: float
-    drop_path_rate: float
-    weight_decay: float = 0.05
-    epochs: int = EPOCHS
-    warmup_epochs: int = WARMUP_EPOCHS
-    warmup_decay: float = WARMUP_DECAY
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.8
-    cutmix_alpha: float = 0.8
-    auto_augment: str = "ta_wide"
-    ra_reps: int = 3
-    ema: bool = True
-    ema_steps: int = 32
-    ema_decay: float = EMA_BASE_DECAY
-    clip_grad_norm: float = 1.0
-    train_crop_size: int = 224
-    val_resize_size: int = 224
-    val_crop_size: int = 224
-    interpolation: str = "bicubic"
-    seed: int = 0
+    global_batch_size: int = documented(help="Images per optimizer step.")
+    lr: float = documented(help="Peak AdamW lr (not rescaled with the batch).")
+    min_lr: float = documented(help="Cosine floor.")
+    drop_path_rate: float = documented(help="Stochastic depth.")
+    weight_decay: float = documented(0.05, help="None on norms, biases, position tables.")
+    epochs: int = documented(EPOCHS, help="Epochs.")
+    warmup_epochs: int = documented(WARMUP_EPOCHS, help="Linear warm-up.")
+    warmup_decay: float = documented(WARMUP_DECAY, help="Warm-up starts at lr x this.")
+    label_smoothing: float = documented(0.1, help="Label smoothing.")
+    mixup_alpha: float = documented(0.8, help="0 disables.")
+    cutmix_alpha: float = documented(0.8, help="0 disables.")
+    auto_augment: str = documented("ta_wide", help="ta_wide or none.")
+    ra_reps: int = documented(3, help="Repeated augmentation; 1 disables.")
+    ema: bool = documented(True, help="Keep an EMA of the weights.")
+    ema_steps: int = documented(32, help="Optimizer steps between EMA updates.")
+    ema_decay: float = documented(EMA_BASE_DECAY, help="Before torchvision's adjustment.")
+    clip_grad_norm: float = documented(1.0, help="0 disables.")
+    train_crop_size: int = documented(224, help="Random-resized crop side.")
+    val_resize_size: int = documented(224, help="Validation resize.")
+    val_crop_size: int = documented(224, help="Validation centre crop.")
+    interpolation: str = documented("bicubic", help="bicubic or bilinear.")
+    seed: int = documented(0, help="Seed.")
     # Distillation (pretrain --teacher, see .distill): None trains on labels alone.
-    teacher: Optional[str] = None
-    distill_temperature: float = 1.0
-    distill_weight: float = 1.0
+    teacher: Optional[str] = documented(
+        None, help="Distil from this registry baseline's ImageNet weights (e.g. maxvit_t); see docs/pretrained-weights.md."
+    )
+    distill_temperature: float = documented(1.0, help="Softmax temperature of the distillation KL.")
+    distill_weight: float = documented(
+        1.0, help="Share of the distillation loss (the rest: label loss); 1 needs no labels, so --data-path may be a plain image folder."
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,6 +119,17 @@ RECIPES: dict[str, PretrainRecipe] = {
         PretrainRecipe("accvit_base", global_batch_size=512, lr=5e-4, min_lr=5e-6, drop_path_rate=0.4),
     )
 }
+
+
+def per_model_defaults() -> dict[str, str]:
+    """{field: its Table 4 values by model, as ``--help`` shows them} for the fields each variant sets."""
+    shown = {}
+    for name in ("global_batch_size", "lr", "min_lr", "drop_path_rate"):
+        by_value: dict[object, list[str]] = {}
+        for model, recipe in RECIPES.items():
+            by_value.setdefault(getattr(recipe, name), []).append(model.removeprefix("accvit_"))
+        shown[name] = ", ".join(f"{'/'.join(models)} {format_value(value)}" for value, models in by_value.items())
+    return shown
 
 
 def recipe_for(model: str, **overrides) -> PretrainRecipe:
