@@ -20,8 +20,8 @@ def report(
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o",
-        help="Report folder (replaced if it holds an earlier report). "
-             "Default: reports/<dataset>, or reports/comparison for several datasets.",
+        help="Report folder (replaced if it holds an earlier report).",
+        show_default="reports/<dataset>, or reports/comparison for several datasets",
     ),
     split: str = typer.Option("test", help="Which predictions_<split>.csv to read from run directories."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name for inputs without a config.json."),
@@ -30,7 +30,7 @@ def report(
     seed: int = typer.Option(0, help="Seed of the bootstrap resamples."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (0: no intervals, no paired tests)."),
     reference: Optional[str] = typer.Option(
-        None, help="Model compared with every other run of its dataset (default: the ACC-ViT runs)."),
+        None, help="Model compared with every other run of its dataset.", show_default="the ACC-ViT runs"),
     paired: bool = typer.Option(True, "--paired/--no-paired",
                                 help="Paired bootstrap differences (needs the same test images)."),
     ece_bins: int = typer.Option(15, "--ece-bins", help="Equal-width confidence bins for ECE."),

@@ -17,21 +17,22 @@ def register(app: typer.Typer) -> None:
 def split(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"Data set layout: {DATASETS}."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help="Folder as the download unpacked (default: datasets/<dataset>/)."
+        None, "--data-dir", help="Folder as the download unpacked.", show_default="datasets/<dataset>/"
     ),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Split CSV to write; the manifest goes beside it (default: splits/<dataset>.csv)."
+        None, "--out", "-o", help="Split CSV to write; the manifest goes beside it.",
+        show_default="splits/<dataset>.csv",
     ),
     seed: int = typer.Option(42, "--seed", help="Random seed; same inputs and seed give byte-identical files."),
     protocol: Optional[str] = typer.Option(
         None, "--protocol",
         help="grouped: each group (lesion, patient) in one split; paper: the paper's per image, 60:20:20, "
-        "stratified. (default: grouped)",
+        "stratified.", show_default="grouped",
     ),
-    ratios: Optional[str] = typer.Option(None, "--ratios", help="train,val,test proportions. (default: 60,20,20)"),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="train,val,test proportions.", show_default="60,20,20"),
     group: Optional[bool] = typer.Option(
         None, "--group/--no-group",
-        help="With --protocol grouped: keep each group in one split (default), or split per image.",
+        help="With --protocol grouped: keep each group in one split, or split per image.", show_default="group",
     ),
     check: bool = typer.Option(False, "--check", help="Open every image; leave out unreadable ones (listed)."),
     dedupe: bool = typer.Option(
