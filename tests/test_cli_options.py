@@ -117,3 +117,10 @@ def test_defaults_are_written_as_people_write_them(value, expected):
     from accvit_med.recipe_fields import format_value
 
     assert format_value(value) == expected
+
+
+def test_a_recipe_field_with_a_default_of_its_own_is_refused():
+    with pytest.raises(TypeError, match="must default to None"):
+        @recipe_options(ToyRecipe)
+        def run(recipe: dict[str, Any] = None, device: DeviceOpt = "cpu") -> None:
+            pass

@@ -81,6 +81,13 @@ def recipe_options(
 
     def decorate(command: Callable) -> Callable:
         own = inspect.signature(command, eval_str=True).parameters
+        # Programming errors, caught at import: derived options need a place, and a recipe field with
+        # a default of the command's own would always count as given (and override --config).
+        if into not in own:
+            raise TypeError(f"{command.__name__} needs a parameter {into!r} for the recipe options")
+        fixed = [name for name, p in own.items() if name in field_names and p.default is not None]
+        if fixed:
+            raise TypeError(f"{command.__name__}: recipe fields {fixed} must default to None (= not given)")
         declared = {name: _with_recipe_default(p, recipe_cls) for name, p in own.items() if name in field_names}
         derived = [_derived_parameter(f, kinds[f.name], texts.get(f.name))
                    for f in documented_fields(recipe_cls) if f.name not in own and f.name in field_names]
@@ -118,7 +125,7 @@ def _with_recipe_default(parameter: inspect.Parameter, recipe_cls: type) -> insp
     """A command's own (shared-alias) parameter for a recipe field, showing the field's default."""
     base, *extras = typing.get_args(parameter.annotation)
     infos = [copy(e) for e in extras if isinstance(e, OptionInfo)]
-    if not infos or parameter.default is not None or infos[0].show_default is not True:
+    if not infos or infos[0].show_default is not True:
         return parameter  # a default of the command's own, or a described one (``shown``)
     f = next(f for f in dataclasses.fields(recipe_cls) if f.name == parameter.name)
     infos[0].show_default = _default_text(f)
