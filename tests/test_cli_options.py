@@ -107,7 +107,7 @@ def test_is_main_process_follows_the_process_group_then_rank(monkeypatch, tmp_pa
     monkeypatch.setenv("RANK", "3")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        assert is_main_process() == (dist.get_rank() == 0) is True
+        assert dist.get_rank() == 0 and is_main_process()
     finally:
         dist.destroy_process_group()
 

@@ -28,7 +28,9 @@ from accvit_med.recipe_fields import documented_fields, field_default, field_kin
 DEVICE_HELP = "auto (cuda, then cpu), cpu, cuda or cuda:N."
 
 # Data: a data set and its split (finetune, prepare).
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Dataset name; without --split uses splits/<name>.csv.")]
+DatasetOpt = Annotated[
+    Optional[str], typer.Option("--dataset", help="Dataset name; without --split uses splits/<name>.csv.")
+]
 SplitOpt = Annotated[Optional[Path], typer.Option("--split", help="Split CSV written by `accvit-med split`.")]
 RunDataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data root, if it moved since training.")]
 DataDirOpt = Annotated[
@@ -44,7 +46,9 @@ CheckpointOpt = Annotated[str, typer.Option("--checkpoint", help="best or last."
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading processes.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch.")]
-ImageSizeOpt = Annotated[int, typer.Option("--image-size", min=1, help="Input side (ACC-ViT, MaxViT: a multiple of 224).")]
+ImageSizeOpt = Annotated[
+    int, typer.Option("--image-size", min=1, help="Input side (ACC-ViT, MaxViT: a multiple of 224).")
+]
 # Run directories: starting again or continuing.
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run from its checkpoints/last.pt.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Delete an existing run directory and start again.")]
@@ -59,7 +63,11 @@ def shown(alias: Any, default_text: str) -> Any:
 
 
 def recipe_options(
-    recipe_cls: type, into: str = "recipe", *, exclude: tuple[str, ...] = (), shown_defaults: Optional[dict[str, str]] = None,
+    recipe_cls: type,
+    into: str = "recipe",
+    *,
+    exclude: tuple[str, ...] = (),
+    shown_defaults: Optional[dict[str, str]] = None,
 ) -> Callable[[Callable], Callable]:
     """Decorate a command so it takes one option per documented field of ``recipe_cls``.
 
@@ -93,7 +101,8 @@ def recipe_options(
                    for f in documented_fields(recipe_cls) if f.name not in own and f.name in field_names]
         parameters = []
         for name, p in own.items():  # the derived options go where the command's ``into`` parameter is
-            parameters += derived if name == into else [declared.get(name, p).replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+            keyword = declared.get(name, p).replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            parameters += derived if name == into else [keyword]
         recipe_names = {p.name for p in derived} | set(declared)
 
         def wrapper(**values: Any) -> Any:

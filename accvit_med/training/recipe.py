@@ -52,7 +52,8 @@ class FinetuneConfig:
     epochs: int = documented(100, help="Epochs.")
     batch_size: int = documented(32, help="Images per step, per process.")  # not given in the paper
     lr: float = documented(5e-5, help="AdamW learning rate, constant.")
-    weight_decay: float = documented(1e-8, help="AdamW weight decay (MaxViT's fine-tuning value).")  # MaxViT's i1k_ft_update (not given in C.2)
+    # MaxViT's i1k_ft_update (not given in C.2)
+    weight_decay: float = documented(1e-8, help="AdamW weight decay (MaxViT's fine-tuning value).")
     label_smoothing: float = 0.1
     clip_grad_norm: float = 1.0
     image_size: int = documented(224, help="Input side.")
@@ -79,7 +80,8 @@ class FinetuneConfig:
     grad_checkpointing: bool = documented(
         False, help="Recompute each block's activations in backward: lower peak memory, slower steps."
     )
-    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1), metadata={"shown_default": "min(8, CPUs)"})
+    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1),
+                         metadata={"shown_default": "min(8, CPUs)"})
     cache: bool = documented(False, help="Use (and fill) the resized-image cache.")
     cache_dir: Optional[str] = None
 
