@@ -52,7 +52,7 @@ def pretrain(
     if eval_only:
         if weights is None:
             raise UserError("--eval-only needs --weights PATH (a checkpoint or state dict to evaluate)")
-        from accvit_med.training.pretrain.evaluate_checkpoint import evaluate_checkpoint
+        from accvit_med.training.pretrain.eval_only import evaluate_checkpoint
 
         results = evaluate_checkpoint(weights, data_path, model, batch_size=batch_size or 64, workers=workers,
                                       device=device, amp=amp, val_transform={

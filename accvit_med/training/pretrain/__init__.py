@@ -8,7 +8,7 @@
 Modules: recipe (Table 4 per variant), schedule (warm-up + cosine per step), mixing (mixup/cutmix),
 ema (torchvision's EMA), sampler (repeated augmentation), param_groups (weight-decay exclusions),
 imagenet (folders and transforms), engine (the run and its resume), validation (top-1/top-5),
-evaluate_checkpoint (eval-only).
+eval_only (evaluate_checkpoint: a weights file on the val folder).
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from __future__ import annotations
 import importlib
 
 # Names resolved on first use (PEP 562), so that reading the recipe (the CLI's --help derives the
-# pretrain options from it) does not import torch through the engine. (Importing the submodule
-# evaluate_checkpoint directly first leaves the package attribute of that name the module, as
-# Python binds submodules; import the function from its module, as the CLI does.)
+# pretrain options from it) does not import torch through the engine.
 _EXPORTS = {
     "PretrainOptions": "engine", "PretrainResult": "engine", "default_out": "engine", "pretrain": "engine",
-    "evaluate_checkpoint": "evaluate_checkpoint", "Metrics": "validation",
+    "evaluate_checkpoint": "eval_only", "Metrics": "validation",
     "RECIPES": "recipe", "PretrainRecipe": "recipe", "batch_layout": "recipe", "recipe_for": "recipe",
 }
 __all__ = sorted(_EXPORTS)
