@@ -9,7 +9,7 @@ through :func:`remove_owned`, which deletes a folder only when
   a marker, is refused: we never guess from file names),
 - it holds nothing at its top level that the marker does not list (a user's ``NOTES.md`` dropped
   into a run folder keeps the whole folder alive), and
-- it is neither the current folder nor one of its parents.
+- it is neither the current folder nor one of its parents, nor a symbolic link.
 
 Otherwise the refusal is one line naming the folder (a :class:`UserError`, exit code 2).
 
@@ -112,6 +112,10 @@ def _holds_anything(folder: Path) -> bool:
 
 def _refusal(folder: Path, kind: str) -> Optional[str]:
     """Why ``folder`` must not be deleted as a ``kind`` folder, or None if it may."""
+    if folder.is_symlink():
+        # The link may be ours to replace, but what it points at is somewhere we never chose.
+        return (f"'{folder}' is a symbolic link; accvit-med never deletes through a link, "
+                "choose another output folder or remove the link by hand")
     resolved = folder.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:

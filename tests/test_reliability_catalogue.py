@@ -178,6 +178,15 @@ def test_force_refuses_a_run_made_before_markers(base, tmp_path):
     assert snapshot(old) == before
 
 
+def test_force_never_deletes_through_a_symbolic_link(base, tmp_path):
+    run = copy_run(base, tmp_path / "real_run")
+    link = tmp_path / "link"
+    link.symlink_to(run, target_is_directory=True)
+    before = snapshot(run)
+    fails(["finetune", "--split", base / "split.csv", *TRAIN, "--out", link, "--force"], match="symbolic link")
+    assert snapshot(run) == before and link.is_symlink()
+
+
 def test_force_refuses_our_run_holding_a_user_file(base, tmp_path):
     run = copy_run(base, tmp_path / "run")
     (run / "NOTES.md").write_text("my notes")
