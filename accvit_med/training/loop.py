@@ -70,14 +70,15 @@ class NonFiniteLoss(Exception):
         self.value = value
 
 
-def check_finite_loss(loss: torch.Tensor, step: int, ctx: DistContext) -> None:
-    """Raise :class:`NonFiniteLoss` on every rank when any rank's loss is not finite."""
+def check_finite_loss(loss: torch.Tensor, step: int, ctx: DistContext) -> float:
+    """The loss as a Python float; raise :class:`NonFiniteLoss` on every rank when any rank's is not finite."""
     value = float(loss.detach())
     bad = not math.isfinite(value)
     if ctx.enabled:  # every rank must stop at the same step, or the others wait forever
         bad = all_reduce_sum(ctx, [float(bad)])[0] > 0
     if bad:
         raise NonFiniteLoss(step, value)
+    return value
 
 
 @dataclass
@@ -114,7 +115,7 @@ def train_one_epoch(
         with ctx.autocast():
             logits = model(images)
             loss = criterion(logits, targets)
-        check_finite_loss(loss, step, ctx.dist)
+        loss_value = check_finite_loss(loss, step, ctx.dist)  # the step's one device-to-host sync of the loss
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip_grad_norm:
@@ -123,7 +124,7 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         batch = targets.shape[0]
-        totals.loss_sum += loss.item() * batch
+        totals.loss_sum += loss_value * batch
         totals.correct += int((logits.argmax(dim=1) == targets).sum().item())
         totals.count += batch
         if on_batch is not None:
