@@ -1,5 +1,8 @@
 """Shared fixtures (see docs/testing.md).
 
+``model_summaries``: ``accvit-med models``' rows (parameters, GFLOPs) for every registry model at
+224, computed once: the FLOP counts for Tables 2 and 8 and the ``models`` command read the same rows.
+
 ``maxvit_home``/``offline_cache``: a torchvision maxvit_t with random weights as the cached
 "ImageNet" file. ``make_split`` builds a synthetic image folder and its split once per session for
 each set of arguments, so the files that train on "some small labelled images" share the same few
@@ -54,6 +57,14 @@ def offline_cache(maxvit_home, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     return home, state
+
+
+@pytest.fixture(scope="session")
+def model_summaries():
+    """Registry name -> ``ModelSummary`` (1000-class head, 224x224), design study included."""
+    from accvit_med.models.summary import summarize_models
+
+    return {row.name: row for row in summarize_models(224, design_study=True)}
 
 
 @pytest.fixture(scope="session")

@@ -29,9 +29,14 @@ RUN_FILES = ("config.json", "history.csv", "checkpoints/last.pt", "checkpoints/b
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    """``accvit-med demo --quick``: 35 images (5 per class), both default models, one epoch."""
+    """``accvit-med demo --quick --force`` over an earlier demo: 35 images (5 per class), both
+    default models, one epoch. The one trained demo of this file; it also replaces the earlier one."""
     out = tmp_path_factory.mktemp("demo") / "accvit-demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    write_marker(out, DEMO_KIND, DEMO_CONTENTS)  # an earlier demo, as run_demo marks it
+    (out / MARKER).write_text(json.dumps({"models": ["swin_t"]}))
+    (out / "runs").mkdir()
+    (out / "runs" / "stale.txt").write_text("from an earlier demo")
+    result = CliRunner().invoke(app, ["demo", "--quick", "--force", "--out", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
     return out, result
 
@@ -142,23 +147,28 @@ def test_never_deletes_a_folder_that_is_not_a_demo(tmp_path):
     assert (tmp_path / "thesis.tex").read_text() == "precious"
 
 
-def test_library_run_replaces_an_earlier_demo_with_force(tmp_path):
+def test_force_replaced_the_earlier_demo_and_the_headline_is_each_runs_score(quick_demo):
+    out, result = quick_demo
+    assert not (out / "runs" / "stale.txt").exists()
+    assert json.loads((out / MARKER).read_text())["models"] == list(MODELS)
+    assert sorted(p.name for p in (out / "runs" / "ham10000").iterdir()) == sorted(MODELS)
+    for model in MODELS:
+        # The headline is run_demo's DemoResult.macro_f1, read from the report: each run's own score.
+        printed = re.search(rf"^\s+{model}\s+(\d+\.\d)%", result.stdout, re.M)
+        metrics = json.loads((out / "runs" / "ham10000" / model / "seed42" / "metrics.json").read_text())
+        assert float(printed.group(1)) == pytest.approx(100 * metrics["macro_f1"], abs=0.051)
+
+
+def test_library_refuses_an_earlier_demo_without_force(tmp_path):
     out = tmp_path / "demo"
-    write_marker(out, DEMO_KIND, DEMO_CONTENTS)  # an earlier demo, as run_demo marks it
+    write_marker(out, DEMO_KIND, DEMO_CONTENTS)
     (out / MARKER).write_text("{}")
     (out / "runs").mkdir()
     (out / "runs" / "stale.txt").write_text("from an earlier demo")
+    before = _files(out)
     with pytest.raises(UserError, match="already exists"):
         run_demo(out, per_class=5)
-    result = run_demo(out, per_class=5, images_per_lesion=2, jpeg_size=(120, 90), models=["accvit_femto"],
-                      epochs=1, n_boot=20, force=True, progress=False)
-    assert not (out / "runs" / "stale.txt").exists()
-    assert json.loads((out / MARKER).read_text())["models"] == ["accvit_femto"]
-    assert result.run_dirs == {"accvit_femto": out / "runs" / "ham10000" / "accvit_femto" / "seed42"}
-    assert result.report_md.is_file() and result.split_csv.is_file()
-    assert set(result.macro_f1) == {"accvit_femto"} and 0.0 <= result.macro_f1["accvit_femto"] <= 1.0
-    metrics = json.loads((result.run_dirs["accvit_femto"] / "metrics.json").read_text())
-    assert result.macro_f1["accvit_femto"] == pytest.approx(metrics["macro_f1"])
+    assert _files(out) == before
 
 
 def test_rejects_settings_that_cannot_make_a_split(tmp_path):

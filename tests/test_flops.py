@@ -22,10 +22,9 @@ TABLE2_GFLOPS = {
 
 
 @pytest.mark.parametrize("name", list(TABLE2_GFLOPS))
-def test_flops_match_table2_within_5_percent(name):
-    with torch.device("meta"):  # shapes suffice for counting; no arithmetic, no memory
-        model = create_model(name)
-    gflops = count_flops(model, 224) / 1e9
+def test_flops_match_table2_within_5_percent(name, model_summaries):
+    # count_flops of the model built on the meta device (shapes only), as `accvit-med models` shows it
+    gflops = model_summaries[name].gflops
     assert abs(gflops / TABLE2_GFLOPS[name] - 1) < 0.05, gflops
 
 

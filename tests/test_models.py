@@ -73,8 +73,18 @@ def test_drop_path_rate_reaches_the_model():
     assert max(rates) == pytest.approx(0.3) and min(rates) == 0.0
 
 
-def test_models_command_prints_every_model_with_params_and_gflops():
+def test_models_command_prints_every_model_with_params_and_gflops(model_summaries, monkeypatch):
+    from accvit_med.models import summary
+
+    asked = []
+
+    def computed_once(image_size, design_study=False):  # the session's rows: the same call, made once
+        asked.append((image_size, design_study))
+        return list(model_summaries.values())
+
+    monkeypatch.setattr(summary, "summarize_models", computed_once)
     result = CliRunner().invoke(app, ["models"])
+    assert asked == [(224, True)]
     assert result.exit_code == 0, result.output
     for name in list_models():
         assert name in result.output
