@@ -9,6 +9,8 @@ tests/test_gradcam.py), trained for one epoch on 64 px images, so the whole file
 from __future__ import annotations
 
 import errno
+import functools
+import io
 import json
 import os
 import shutil
@@ -113,15 +115,23 @@ def succeeds(args: list[str]):
     return result
 
 
-def bomb_png(path: Path) -> Path:
-    """A real PNG whose header declares 40000 x 40000 pixels (the pixel data is tiny)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+@functools.cache
+def _bomb_png_bytes() -> bytes:
+    # Encoding 1.6 billion pixels takes seconds: made once, written wherever a test wants a bomb.
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # let Pillow write it
     try:
-        Image.new("1", (40000, 40000)).save(path, optimize=False)
+        buffer = io.BytesIO()
+        Image.new("1", (40000, 40000)).save(buffer, format="PNG", optimize=False)
+        return buffer.getvalue()
     finally:
         Image.MAX_IMAGE_PIXELS = old
+
+
+def bomb_png(path: Path) -> Path:
+    """A real PNG whose header declares 40000 x 40000 pixels (the pixel data is tiny)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_bomb_png_bytes())
     return path
 
 
