@@ -143,7 +143,7 @@ def run_demo(
     from accvit_med.datasets.synthetic import make_ham10000
     from accvit_med.reports import write_report
     from accvit_med.training.finetune import finetune
-    from accvit_med.training.model_setup import check_model_choice
+    from accvit_med.training.model_choice import check_model_choice
     from accvit_med.training.recipe import resolve_config
 
     console = console or Console(stderr=True)

@@ -113,6 +113,57 @@ def test_dry_run_prints_each_command_and_writes_nothing(work):
     assert not (work / "runs").exists()
 
 
+# Run in fresh interpreters: the sweep's own process and the submitit worker that unpickles a
+# SweepTask and its PlannedRun only read files and start finetune subprocesses, so they must not pay
+# for importing torch.
+NO_TORCH_PROBE = """
+import pickle, sys
+import accvit_med.cli.commands.sweep, accvit_med.sweep.launch, accvit_med.sweep.state
+from accvit_med.errors import UserError
+from accvit_med.sweep import load_plan, run_states
+from accvit_med.sweep.slurm import SweepTask
+
+plan = load_plan(sys.argv[1])
+print(len(plan.runs), len(run_states(plan)))
+try:
+    load_plan(sys.argv[2])
+except UserError as err:
+    print(err)
+with open(sys.argv[3], "wb") as handle:
+    pickle.dump((SweepTask(), plan.runs[0]), handle)
+print(sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+WORKER_PROBE = """
+import pickle, sys
+with open(sys.argv[1], "rb") as handle:
+    task, run = pickle.load(handle)
+print(type(task).__name__, run.name, sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+
+
+def test_plan_checks_status_and_slurm_task_do_not_import_torch(work, tmp_path):
+    # Every kind of model check: an ACC-ViT inheriting from MaxViT-T (the imagenet default), baselines
+    # with torchvision ImageNet weights, the fixed-size MaxViT; then a model too wide to inherit.
+    splits = f'[splits]\nfolder = "{work / "splits" / "folder.csv"}"\n'
+    good = (work / "plan.toml").read_text().replace('"accvit_femto"]', '"accvit_tiny", "convnext_tiny", "maxvit_t"]')
+    good = good.replace('weights = "none"', 'weights = "imagenet"').replace('out = "runs"', f'out = "{tmp_path / "out"}"')
+    (tmp_path / "good.toml").write_text(good + splits)
+    (tmp_path / "wide.toml").write_text(good.replace('"accvit_tiny",', '"accvit_small",') + splits)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    task = tmp_path / "task.pkl"
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_PROBE, tmp_path / "good.toml", tmp_path / "wide.toml", task],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    counts, wide_error, imported = result.stdout.strip().splitlines()
+    assert counts == "6 6"
+    assert "accvit_small is wider than MaxViT-T" in wide_error
+    assert imported == "[]"
+    worker = subprocess.run([sys.executable, "-c", WORKER_PROBE, task], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stdout.strip() == "SweepTask folder/accvit_tiny/seed0 []"
+    assert not (tmp_path / "out").exists()
+
+
 def _env(delay: float | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(SLOW_STEPS)]), "OMP_NUM_THREADS": "1"}
     env.pop(STEP_DELAY_ENV, None)

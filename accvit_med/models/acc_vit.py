@@ -25,7 +25,6 @@ The design study of appendix E (Table 8) is reachable through :class:`ACCViTConf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -35,7 +34,18 @@ from torchvision.models.maxvit import MBConv
 from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 from torchvision.ops.stochastic_depth import StochasticDepth
 
-from accvit_med.errors import UserError
+# The variants as data (no torch) live in .configs; they are re-exported here, where they always were.
+from accvit_med.models.configs import (
+    ALL_CONFIGS,
+    CONFIGS,
+    CONV_BLOCKS,
+    DESIGN_STUDY,
+    FUSIONS,
+    MLPS,
+    SIZE_MULTIPLE,
+    ACCViTConfig,
+    check_image_size,
+)
 from accvit_med.models.partition import (
     WINDOW,
     dilate,
@@ -45,10 +55,6 @@ from accvit_med.models.partition import (
     window_partition,
 )
 
-# Every stage halves the map; the stem and stage 1 together divide by 4 and stage 1's widest
-# dilation (8) must still leave whole 7x7 windows: 224 = 4 * 8 * 7. Deeper stages give the same bound.
-SIZE_MULTIPLE = 224
-
 # Dilation rates of the attention branches per stage (appendix A.2); rate 1 is the plain window.
 STAGE_RATES: tuple[tuple[int, ...], ...] = ((1, 2, 4, 8), (1, 2, 4), (1, 2), (1,))
 CONV_DILATIONS = (1, 2, 3)  # eq. 3
@@ -56,92 +62,11 @@ EXPANSION = 4  # 1x1 expansion of the inverted residual, as MaxViT's MBConv
 SQUEEZE_RATIO = 0.25  # SE bottleneck relative to the block's output channels, as MaxViT
 MLP_RATIO = 4
 
-# Design-study switches (appendix E, Table 8); the final model is ("atrous", "gated", "shared").
-CONV_BLOCKS = ("mbconv", "atrous")  # MaxViT's MBConv, or the atrous inverted residual of eq. 3
-FUSIONS = ("mean", "gated")  # how parallel branches are combined: averaged, or by a softmax gate
-MLPS = ("per_branch", "shared", "convnext")  # one MLP per attention branch, one per layer, or a ConvNeXt block
-
-
 class BatchNorm(nn.BatchNorm2d):
     """MaxViT's BatchNorm: eps 1e-3 and slow running statistics (momentum 0.01), as TorchVision's."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__(num_features, eps=1e-3, momentum=0.01)
-
-
-@dataclass(frozen=True)
-class ACCViTConfig:
-    """One row of Table 2 (and, through the last three fields, one row of Table 8).
-
-    Args:
-        stem_channels: width of the two stem convolutions.
-        channels: width of the four stages.
-        depths: layers per stage.
-        head_dim: channels per attention head.
-        drop_path_rate: default stochastic depth of the deepest layer (the pre-training recipe's value).
-        conv_block: ``"atrous"`` (eq. 3) or ``"mbconv"`` (MaxViT's MBConv; Table 8, row 1).
-        fusion: ``"gated"`` (section 2.2, 2.4) or ``"mean"`` (branches averaged; Table 8, rows 1-3).
-        mlp: ``"shared"`` (section 2.3), ``"per_branch"`` (Table 8, rows 1-2) or ``"convnext"``
-            (the MLP replaced by a ConvNeXt block, as MOAT; Table 8, row 5).
-    """
-
-    stem_channels: int
-    channels: tuple[int, int, int, int]
-    depths: tuple[int, int, int, int]
-    head_dim: int
-    drop_path_rate: float
-    conv_block: str = "atrous"
-    fusion: str = "gated"
-    mlp: str = "shared"
-
-    def __post_init__(self) -> None:
-        for field, value, allowed in (("conv_block", self.conv_block, CONV_BLOCKS),
-                                      ("fusion", self.fusion, FUSIONS), ("mlp", self.mlp, MLPS)):
-            if value not in allowed:
-                raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
-        if len(self.channels) != 4 or len(self.depths) != 4 or min(self.depths) < 1:
-            raise ValueError(f"channels and depths need four stages of at least one layer, got "
-                             f"{self.channels} and {self.depths}")
-        if any(c % self.head_dim for c in self.channels):
-            raise ValueError(f"every stage width {self.channels} must be a multiple of head_dim {self.head_dim}")
-
-    @property
-    def is_final_design(self) -> bool:
-        """True for the paper's final ACC-ViT (the only design the fast implementation covers)."""
-        return (self.conv_block, self.fusion, self.mlp) == ("atrous", "gated", "shared")
-
-
-# Table 2. Head size 32 as MaxViT, 16 in pico and femto (their 32/48-channel stages would otherwise
-# have one or two heads; 16 reproduces the counts). Stochastic depth follows the pre-training recipe
-# (femto/pico 0, nano 0.1, tiny 0.2, small 0.3); base is not in the recipe and takes MaxViT-B's 0.4.
-CONFIGS: dict[str, ACCViTConfig] = {
-    "accvit_femto": ACCViTConfig(32, (32, 64, 128, 256), (1, 2, 4, 1), 16, 0.0),
-    "accvit_pico": ACCViTConfig(48, (48, 96, 192, 384), (1, 2, 4, 1), 16, 0.0),
-    "accvit_nano": ACCViTConfig(64, (64, 128, 256, 512), (1, 2, 4, 1), 32, 0.1),
-    "accvit_tiny": ACCViTConfig(64, (64, 128, 256, 512), (2, 3, 6, 2), 32, 0.2),
-    "accvit_small": ACCViTConfig(64, (96, 192, 384, 768), (2, 3, 6, 2), 32, 0.3),
-    "accvit_base": ACCViTConfig(64, (96, 192, 384, 768), (4, 6, 14, 2), 32, 0.4),
-}
-
-# Table 8 (appendix E): the design roadmap on nano's widths and depths, in the paper's order. The
-# fourth row is accvit_nano itself. What each row's counts say is in docs/design-study.md.
-_NANO = CONFIGS["accvit_nano"]
-DESIGN_STUDY: dict[str, ACCViTConfig] = {
-    "accvit_nano_mbconv": ACCViTConfig(64, _NANO.channels, _NANO.depths, 32, 0.1, "mbconv", "mean", "per_branch"),
-    "accvit_nano_atrous_conv": ACCViTConfig(64, _NANO.channels, _NANO.depths, 32, 0.1, "atrous", "mean", "per_branch"),
-    "accvit_nano_shared_mlp": ACCViTConfig(64, _NANO.channels, _NANO.depths, 32, 0.1, "atrous", "mean", "shared"),
-    "accvit_nano_convnext_mlp": ACCViTConfig(64, _NANO.channels, _NANO.depths, 32, 0.1, "atrous", "gated", "convnext"),
-}
-
-
-def check_image_size(height: int, width: int) -> None:
-    """Raise a UserError unless both sides are positive multiples of 224."""
-    if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise UserError(
-            f"ACC-ViT cannot take {height}x{width} images: height and width must be multiples of "
-            f"{SIZE_MULTIPLE} (224, 448, 672, ...) so that the dilated maps split into 7x7 windows; "
-            "resize or crop the images to e.g. 224x224 or 448x448"
-        )
 
 
 def _branch_weights(logits: torch.Tensor | None, branches: int, like: torch.Tensor, dim: int) -> torch.Tensor:
@@ -490,9 +415,6 @@ class ACCViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))
-
-
-ALL_CONFIGS: dict[str, ACCViTConfig] = {**CONFIGS, **DESIGN_STUDY}
 
 
 def build_acc_vit(name: str, num_classes: int = 1000, drop_path_rate: float | None = None, fast: bool = True) -> ACCViT:

@@ -67,11 +67,10 @@ from torch import nn
 
 from accvit_med.errors import UserError
 from accvit_med.models import acc_vit
+# MaxViT-T's shape and the check of which variants can inherit from it need no torch (plan checks).
+from accvit_med.models.configs import MAXVIT_CHANNELS, MAXVIT_DEPTHS, MAXVIT_HEAD_DIM, check_inheritable
 
 SOURCE = "maxvit_t"
-MAXVIT_DEPTHS = (2, 2, 5, 2)
-MAXVIT_CHANNELS = (64, 128, 256, 512)
-MAXVIT_HEAD_DIM = 32
 # Gate logits: selected branches GATE_ON, the others GATE_OFF. exp(-4) makes the conv module ~96%
 # MBConv and the attention ~98% window+grid, while the other branches still get gradients.
 GATE_ON, GATE_OFF = 0.0, -4.0
@@ -81,21 +80,6 @@ EXACT, SELECTED, NEIGHBOUR, FRESH = "exact", "selected", "neighbour", "fresh"
 
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _WB = ("weight", "bias")
-
-
-def check_inheritable(name: str) -> None:
-    """Raise a one-line UserError unless ``name`` can inherit MaxViT-T's weights."""
-    config = acc_vit.CONFIGS.get(name)
-    if config is None:
-        # Baselines load their own ImageNet weights; the design-study variants change the layers the
-        # mapping is written for, so they would inherit only in part.
-        raise UserError(f"--weights maxvit_t initialises the ACC-ViT variants of Table 2 only, not {name}; "
-                        "use --weights imagenet for a baseline, --weights none or PATH otherwise")
-    if any(c > m for c, m in zip(config.channels, MAXVIT_CHANNELS)):
-        raise UserError(
-            f"{name} is wider than MaxViT-T, so it cannot inherit its weights; use accvit_tiny or accvit_nano "
-            "(inherited), distil into it with `accvit-med pretrain --teacher maxvit_t`, or pass --weights PATH/none"
-        )
 
 
 @dataclass

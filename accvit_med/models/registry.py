@@ -4,19 +4,23 @@
 (``weights=None``), torchvision's ImageNet-1K weights (``weights="imagenet"``, baselines only), or a
 local state dict (``weights=PATH``). The 1000-class ImageNet head is replaced by a fresh one when
 ``num_classes`` differs, so fine-tuning code never touches model internals.
+
+Importing it imports no torch: what is known without building a model (names, families, input
+sizes, the weight checks) serves the plan checks of ``accvit-med sweep``, so torch, torchvision,
+:mod:`.acc_vit` and :mod:`.weights` are imported by the functions that build or load a model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from accvit_med.errors import UserError
-from accvit_med.models import acc_vit
-from accvit_med.models.weights import load_into, load_torchvision_state_dict, read_state_dict, torchvision_weights_file
+from accvit_med.models import configs
+
+if TYPE_CHECKING:
+    from torch import nn
 
 IMAGENET_CLASSES = 1000
 
@@ -50,7 +54,7 @@ class ModelInfo:
 _ACCVIT_SIZES = {"femto": "F", "pico": "P", "nano": "N", "tiny": "T", "small": "S", "base": "B"}
 _ACCVIT_INFO = dict(family="accvit", head="classifier.5", gradcam_layer="stages.3",
                     gradcam_channels_last=False, imagenet_weights=None, fixed_image_size=False,
-                    size_multiple=acc_vit.SIZE_MULTIPLE, block_types=("accvit_med.models.acc_vit:ACCViTLayer",),
+                    size_multiple=configs.SIZE_MULTIPLE, block_types=("accvit_med.models.acc_vit:ACCViTLayer",),
                     no_weight_decay=("relative_position_bias_table",))
 
 
@@ -60,7 +64,7 @@ def _accvit_display_name(name: str) -> str:
 
 
 _MODELS: dict[str, ModelInfo] = {
-    **{name: ModelInfo(name=name, display_name=_accvit_display_name(name), **_ACCVIT_INFO) for name in acc_vit.CONFIGS},
+    **{name: ModelInfo(name=name, display_name=_accvit_display_name(name), **_ACCVIT_INFO) for name in configs.CONFIGS},
     # Swin's last LayerNorm works on (B, H, W, C) tokens, before the permute to channels-first.
     "swin_t": ModelInfo("swin_t", "swin", "head", "norm", True, "Swin_T_Weights", False, "Swin-T",
                         block_types=("torchvision.models.swin_transformer:SwinTransformerBlock",),
@@ -74,7 +78,7 @@ _MODELS: dict[str, ModelInfo] = {
                           no_weight_decay=("relative_position_bias_table",)),
     # Table 8's design study on nano's widths and depths (accvit_nano is its fourth row).
     **{name: ModelInfo(name=name, display_name=_accvit_display_name(name), design_study=True, **_ACCVIT_INFO)
-       for name in acc_vit.DESIGN_STUDY},
+       for name in configs.DESIGN_STUDY},
 }
 
 
@@ -104,7 +108,7 @@ def check_image_size(name: str, image_size: int) -> None:
     if multiple is None:
         return
     if info.family == "accvit":  # ACC-ViT's own message (it also guards the forward pass)
-        acc_vit.check_image_size(image_size, image_size)
+        configs.check_image_size(image_size, image_size)
     elif image_size <= 0 or image_size % multiple:
         raise UserError(f"{name} cannot take {image_size}x{image_size} images: height and width must be multiples "
                         f"of {multiple} ({multiple}, {2 * multiple}, ...); resize or crop the images")
@@ -135,6 +139,8 @@ def imagenet_weights_enum(name: str):
 
 def imagenet_weights_cached(name: str) -> bool:
     """True when ``weights="imagenet"`` would be served from the local torch.hub cache."""
+    from accvit_med.models.weights import torchvision_weights_file
+
     weights = imagenet_weights_enum(name)
     return weights is not None and torchvision_weights_file(weights).is_file()
 
@@ -143,6 +149,8 @@ def _build(name: str, num_classes: int, drop_path_rate: float | None, image_size
            fast: bool = True) -> nn.Module:
     info = model_info(name)
     if info.family == "accvit":
+        from accvit_med.models import acc_vit
+
         return acc_vit.build_acc_vit(name, num_classes=num_classes, drop_path_rate=drop_path_rate, fast=fast)
     import torchvision.models as tvm
 
@@ -190,6 +198,8 @@ def create_model(
     reference graph of :mod:`accvit_med.models.acc_vit` (same parameters and state-dict keys, like
     timm's ``fused_attn``); the design-study variants always use the reference.
     """
+    from accvit_med.models.weights import load_into, load_torchvision_state_dict, read_state_dict
+
     info = model_info(name)
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
@@ -223,9 +233,7 @@ def inherits_maxvit(name: str, weights) -> bool:
     if spec == "maxvit_t" and model_info(name).family == "maxvit":
         return False  # maxvit_t itself: its own ImageNet weights
     if spec == "maxvit_t" or (spec == "imagenet" and model_info(name).family == "accvit"):
-        from accvit_med.models.inheritance import check_inheritable
-
-        check_inheritable(name)
+        configs.check_inheritable(name)
         return True
     return False
 
@@ -234,6 +242,7 @@ def _inherit(name: str, num_classes: int, drop_path_rate: float | None, default:
     import torchvision.models as tvm
 
     from accvit_med.models.inheritance import inherit_from_maxvit, print_note
+    from accvit_med.models.weights import load_torchvision_state_dict
 
     source = load_torchvision_state_dict(tvm.MaxVit_T_Weights.IMAGENET1K_V1)
     model, summary = inherit_from_maxvit(name, source, num_classes, drop_path_rate=drop_path_rate)
@@ -251,6 +260,8 @@ def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
 
 def reset_classifier(model: nn.Module, num_classes: int) -> nn.Module:
     """Replace the final Linear layer by a fresh ``num_classes``-way one (trunc normal 0.02, zero bias)."""
+    from torch import nn
+
     name, old = classifier_head(model)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device, old.weight.dtype)
     nn.init.trunc_normal_(new.weight, std=0.02)
@@ -264,6 +275,8 @@ def reset_classifier(model: nn.Module, num_classes: int) -> nn.Module:
 
 def _family_of(model: nn.Module) -> str:
     import torchvision.models as tvm
+
+    from accvit_med.models import acc_vit
 
     families = {acc_vit.ACCViT: "accvit", tvm.SwinTransformer: "swin", tvm.ConvNeXt: "convnext", tvm.MaxVit: "maxvit"}
     for cls, family in families.items():

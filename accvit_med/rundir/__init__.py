@@ -4,7 +4,13 @@
 states, safetensors weights), :mod:`.claim` (resume/force checks, ownership marker, lock).
 """
 
-from accvit_med.rundir.checkpoints import checkpoint_kind, load_checkpoint, save_checkpoint
-from accvit_med.rundir.layout import RunDir, default_run_path, read_run_config
+from accvit_med.lazy import lazy_exports
 
-__all__ = ["RunDir", "checkpoint_kind", "default_run_path", "load_checkpoint", "read_run_config", "save_checkpoint"]
+# Imported on first use: the sweep reads run folders through .layout and must not import torch,
+# which .checkpoints needs.
+_EXPORTS = {
+    "RunDir": "layout", "default_run_path": "layout", "read_run_config": "layout",
+    "checkpoint_kind": "checkpoints", "load_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -253,7 +253,7 @@ def _check_split(plan: Path, split: Path, dataset: str) -> None:
 
 def _checked_config(plan: Path, dataset: str, values: dict) -> FinetuneConfig:
     """The run's full recipe, with finetune's own checks (values, model, weights, input size)."""
-    from accvit_med.training.model_setup import check_model_choice
+    from accvit_med.training.model_choice import check_model_choice
 
     where = f"plan '{plan}' ({dataset}/{values['model']})"
     try:

@@ -10,6 +10,7 @@ from torch import nn
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
+from accvit_med.training.model_choice import check_model_choice  # re-exported: its home has no torch
 from accvit_med.training.recipe import FinetuneConfig
 
 FROM_SCRATCH_WARNING = (
@@ -52,30 +53,6 @@ def weights_record(spec: str, model_name: str, inheritance: Optional[dict] = Non
         return {"spec": "imagenet", "file": str(cached) if present else None, "sha256": sha256_file(cached) if present else None}
     path = Path(spec)
     return {"spec": "path", "file": str(path.resolve()), "sha256": sha256_file(path)}
-
-
-def check_model_choice(config: FinetuneConfig) -> None:
-    """Fail on an unknown model, missing weights file or bad input size before anything is written."""
-    from accvit_med.models import model_info
-    from accvit_med.models.registry import imagenet_weights_enum, inherits_maxvit
-
-    info = model_info(config.model)
-    spec = config.weights
-    if inherits_maxvit(config.model, spec):  # ACC-ViT from MaxViT-T; refuses models wider than it
-        return _check_image_size(info, config)
-    if spec == "imagenet" and imagenet_weights_enum(config.model) is None:
-        raise UserError(
-            f"{config.model} has no public ImageNet weights; pass --weights PATH (a .pth or .safetensors "
-            "state dict, e.g. from your own ImageNet pre-training) or --weights none to train from scratch"
-        )
-    if spec not in ("imagenet", "none", "maxvit_t") and not Path(spec).is_file():
-        raise UserError(f"--weights '{spec}' is neither imagenet, maxvit_t, none nor an existing file; pass one of those")
-    _check_image_size(info, config)
-
-
-def _check_image_size(info, config: FinetuneConfig) -> None:
-    if info.size_multiple is not None and config.image_size % info.size_multiple:
-        raise UserError(f"{config.model} needs --image-size a multiple of {info.size_multiple}, got {config.image_size}")
 
 
 def build_model(

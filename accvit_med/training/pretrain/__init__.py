@@ -13,7 +13,7 @@ eval_only (evaluate_checkpoint: a weights file on the val folder).
 
 from __future__ import annotations
 
-import importlib
+from accvit_med.lazy import lazy_exports
 
 # Names resolved on first use (PEP 562), so that reading the recipe (the CLI's --help derives the
 # pretrain options from it) does not import torch through the engine.
@@ -23,11 +23,4 @@ _EXPORTS = {
     "RECIPES": "recipe", "PretrainRecipe": "recipe", "batch_layout": "recipe", "recipe_for": "recipe",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
