@@ -85,7 +85,7 @@ def test_slurm_sweep_survives_a_cancelled_task(cluster, tmp_path):
     runs = {f"{m}/seed{s}": tmp_path / "runs" / "folder" / m / f"seed{s}"
             for m in ("accvit_femto", "accvit_pico") for s in (0, 1)}
 
-    submitted = _sweep(tmp_path, _env(cluster, delay=1.0), "--launcher", "slurm", "--max-parallel", "2")
+    submitted = _sweep(tmp_path, _env(cluster, delay=0.5), "--launcher", "slurm", "--max-parallel", "2")
     assert submitted.returncode == 0, submitted.stderr
     assert "submitted 4 SLURM task(s)" in submitted.stdout
     job_ids = {name: json.loads((run / "logs" / "sweep.json").read_text())["job_id"] for name, run in runs.items()}
@@ -101,10 +101,10 @@ def test_slurm_sweep_survives_a_cancelled_task(cluster, tmp_path):
     while victim is None:
         victim = next((name for name, run in runs.items() if 1 <= len(_epochs(run)) < EPOCHS), None)
         assert time.monotonic() < deadline, f"no run reached epoch 1; queue: {_squeue(_env(cluster, None))}"
-        time.sleep(0.5)
+        time.sleep(0.2)
     subprocess.run(["scancel", job_ids[victim]], env=_env(cluster, None), check=True)
     while job_ids[victim] in _squeue(_env(cluster, None)):
-        time.sleep(0.5)
+        time.sleep(0.2)
     killed_at = _epochs(runs[victim])
     assert len(killed_at) < EPOCHS and not (runs[victim] / "metrics.json").exists()
 
