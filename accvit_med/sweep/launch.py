@@ -111,11 +111,24 @@ def _slurm_job_id() -> Optional[str]:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def _threads_per_slot(slots: int) -> dict[str, str]:
+    """OMP_NUM_THREADS for runs that share this machine: its cores split between the slots.
+
+    Each torch process otherwise starts one intra-op thread per core, so N runs at once would run
+    N times as many threads as cores (torchrun sets 1 for the same reason). A value the user set wins.
+    """
+    if slots < 2 or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"OMP_NUM_THREADS": str(max(1, cores // slots))}
+
+
 def run_local(plan: SweepPlan, runs: Sequence[PlannedRun], force: bool = False,
               gpus: Optional[Sequence[str]] = None, echo: Echo = print) -> int:
     """Run ``runs`` here: one at a time, or one per GPU in ``gpus`` at once; returns how many failed."""
     write_recipe_files(plan)
     slots = list(gpus) if gpus else [None]
+    threads_env = _threads_per_slot(len(slots))
     todo: "queue.Queue[PlannedRun]" = queue.Queue()
     for run in runs:
         todo.put(run)
@@ -129,7 +142,7 @@ def run_local(plan: SweepPlan, runs: Sequence[PlannedRun], force: bool = False,
                 run = todo.get_nowait()
             except queue.Empty:
                 return
-            env = {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}
+            env = {**threads_env, **({} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu})}
             where = "" if gpu is None else f" on GPU {gpu}"
             echo(f"start {run.name}{where}; log {log_path(run.run_dir)}")
             began = time.monotonic()
