@@ -103,6 +103,20 @@ FAULTS = (
           "reports/bootstrap.py", "[rows[rng.integers(0, len(rows), size=(batch, len(rows)))] for rows in members], axis=1",
           "[rng.integers(0, n, size=(batch, len(rows))) for rows in members], axis=1",
           ("tests/test_metrics.py", "-k", "bootstrap")),
+    # Guarded by tests that the faster suite made lighter (issue 21, point 4): they must still catch.
+    Fault("demo-force-keeps-old", "demo --force writes over the earlier demo without removing it",
+          "demo.py", "        remove_owned(out, DEMO_KIND)", "        pass",
+          ("tests/test_demo.py", "-k", "force_replaced")),
+    Fault("fast-se-pool-gradient", "fast squeeze-excitation backward forgets the pooling's 1/(H W)",
+          "models/fast/conv.py", "grad_pooled = (grad_hidden @ fc1_weight.to(dtype)) / (height * width)",
+          "grad_pooled = grad_hidden @ fc1_weight.to(dtype)",
+          ("tests/test_acc_vit.py", "-k", "fast_path_has")),
+    Fault("sweep-threads-unsplit", "sweep --gpus runs each start one thread per core",
+          "sweep/launch.py", "    threads_env = _threads_per_slot(len(slots))", "    threads_env = {}",
+          ("tests/test_sweep.py", "-k", "killed")),
+    Fault("models-flops-column", "accvit-med models prints the parameter count as GFLOPs",
+          "cli/commands/models.py", 'f"{row.gflops:.3f}"', 'f"{row.params / 1e9:.3f}"',
+          ("tests/test_models.py", "-k", "models_command")),
 )
 
 

@@ -190,7 +190,8 @@ def _status(work: Path) -> dict[str, list[str]]:
     return rows
 
 
-def test_killed_sweep_resumes_and_reruns_skip(work):
+def test_killed_sweep_resumes_and_reruns_skip(work, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the in-process sweeps below choose the threads
     runs = {seed: work / "runs" / "folder" / "accvit_femto" / f"seed{seed}" for seed in (0, 1)}
     # One run at a time, slowed down; kill the sweep and its finetune process after seed 0's epoch 1.
     sweep = subprocess.Popen([sys.executable, "-m", "accvit_med", "sweep", "plan.toml"], cwd=work,
@@ -221,8 +222,8 @@ def test_killed_sweep_resumes_and_reruns_skip(work):
         assert config["recipe"]["seed"] == seed and config["recipe"]["lr"] == 1e-3
         slots.add(json.loads((run / "logs" / "sweep.json").read_text())["cuda_visible_devices"])
     assert slots == {"0", "1"}
-    # Two runs share the machine's cores: each gets half of them (a user's OMP_NUM_THREADS wins).
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // 2))
+    # Two runs share the machine's cores: each gets half of them (torch's default: one per core).
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert json.loads((runs[1] / "config.json").read_text())["versions"]["cpu threads"] == threads
     resumed = json.loads((runs[0] / "config.json").read_text())
     assert len(resumed["resumed_by"]) == 1 and "--resume" in resumed["resumed_by"][0]
