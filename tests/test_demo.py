@@ -27,15 +27,20 @@ RUN_FILES = ("config.json", "history.csv", "checkpoints/last.pt", "checkpoints/b
              "predictions_val.csv", "predictions_test.csv", "metrics.json")
 
 
+def _earlier_demo(out: Path) -> Path:
+    """A demo folder as an earlier run_demo left it (marked, with a file of its own in runs/)."""
+    write_marker(out, DEMO_KIND, DEMO_CONTENTS)
+    (out / MARKER).write_text(json.dumps({"models": ["swin_t"]}))
+    (out / "runs").mkdir()
+    (out / "runs" / "stale.txt").write_text("from an earlier demo")
+    return out
+
+
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     """``accvit-med demo --quick --force`` over an earlier demo: 35 images (5 per class), both
     default models, one epoch. The one trained demo of this file; it also replaces the earlier one."""
-    out = tmp_path_factory.mktemp("demo") / "accvit-demo"
-    write_marker(out, DEMO_KIND, DEMO_CONTENTS)  # an earlier demo, as run_demo marks it
-    (out / MARKER).write_text(json.dumps({"models": ["swin_t"]}))
-    (out / "runs").mkdir()
-    (out / "runs" / "stale.txt").write_text("from an earlier demo")
+    out = _earlier_demo(tmp_path_factory.mktemp("demo") / "accvit-demo")
     result = CliRunner().invoke(app, ["demo", "--quick", "--force", "--out", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
     return out, result
@@ -160,11 +165,7 @@ def test_force_replaced_the_earlier_demo_and_the_headline_is_each_runs_score(qui
 
 
 def test_library_refuses_an_earlier_demo_without_force(tmp_path):
-    out = tmp_path / "demo"
-    write_marker(out, DEMO_KIND, DEMO_CONTENTS)
-    (out / MARKER).write_text("{}")
-    (out / "runs").mkdir()
-    (out / "runs" / "stale.txt").write_text("from an earlier demo")
+    out = _earlier_demo(tmp_path / "demo")
     before = _files(out)
     with pytest.raises(UserError, match="already exists"):
         run_demo(out, per_class=5)
