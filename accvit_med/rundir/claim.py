@@ -102,7 +102,8 @@ def lock_run_dir(path: str | os.PathLike) -> None:
     A POSIX record lock (``fcntl.lockf``) belongs to the process that took it: the kernel drops it
     when that process dies, and children forked afterwards (DataLoader workers) do not hold it,
     so a run killed with SIGKILL can be resumed at once while its workers are still exiting. (An
-    ``flock`` belongs to the open file, which forked children share, and lived on in them.)
+    ``flock`` belongs to the open file description, which forked children share: it would outlive
+    the killed process in its workers. Closing on exec does not help, workers are forked.)
     """
     path = Path(path)
     key = path.resolve()
