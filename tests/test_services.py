@@ -72,5 +72,12 @@ def test_missing_commands_names_only_what_path_lacks(tmp_path, monkeypatch):
     (tmp_path / "present").write_text("#!/bin/sh\n")
     (tmp_path / "present").chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("helpers.services.SBIN", ())
     assert missing_commands("present") is None
     assert missing_commands("present", "absent-a", "absent-b") == "absent-a, absent-b not installed"
+    # a daemon outside a user's PATH still counts as installed
+    monkeypatch.setattr("helpers.services.SBIN", (str(tmp_path / "sbin"),))
+    (tmp_path / "sbin").mkdir()
+    (tmp_path / "sbin" / "absent-a").write_text("#!/bin/sh\n")
+    (tmp_path / "sbin" / "absent-a").chmod(0o755)
+    assert missing_commands("absent-a", "absent-b") == "absent-b not installed"

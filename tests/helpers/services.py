@@ -39,9 +39,14 @@ def required_services(environ: Optional[dict] = None) -> set[str]:
     return names
 
 
+# Daemons live in sbin folders, which Debian leaves off an ordinary user's PATH.
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
 def missing_commands(*commands: str) -> Optional[str]:
-    """``"a, b not installed"`` for the commands not on PATH; None when all are there."""
-    absent = [command for command in commands if shutil.which(command) is None]
+    """``"a, b not installed"`` for the commands neither on PATH nor in an sbin folder; None when all are there."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
+    absent = [command for command in commands if shutil.which(command, path=search) is None]
     return f"{', '.join(absent)} not installed" if absent else None
 
 
