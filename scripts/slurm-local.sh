@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, in a temporary folder, for tests and trials.
 #
-#   scripts/slurm-local.sh start DIR   install slurm-wlm + munge (apt, if missing; needs root),
-#                                      write DIR/slurm.conf, start munged, slurmctld, slurmd
+#   scripts/slurm-local.sh start DIR   write DIR/slurm.conf, start munged, slurmctld, slurmd
+#                                      (needs root and slurm-wlm + munge installed; it installs nothing:
+#                                      sudo apt-get install slurm-wlm munge)
 #   scripts/slurm-local.sh stop DIR    stop the daemons started by `start DIR`
 #
 # After `start`, point the SLURM commands at the cluster with: export SLURM_CONF=DIR/slurm.conf
@@ -34,12 +35,10 @@ wait_for() {  # wait_for SECONDS COMMAND...: until COMMAND succeeds
 }
 
 start() {
-    if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v mungekey >/dev/null; then
-        [ "$(id -u)" -eq 0 ] || { echo "slurm-wlm and munge are not installed and installing them needs root" >&2; exit 1; }
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null
-        apt-get install -y -q slurm-wlm munge >/dev/null
-    fi
+    local command
+    for command in munged mungekey slurmctld slurmd scontrol sinfo; do
+        command -v "$command" >/dev/null || { echo "$command is not installed; install slurm-wlm and munge (sudo apt-get install slurm-wlm munge)" >&2; exit 1; }
+    done
     [ "$(id -u)" -eq 0 ] || { echo "slurmd must run as root to start jobs as the submitting user" >&2; exit 1; }
     stop
     local host cpus mem user

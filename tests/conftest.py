@@ -7,6 +7,9 @@
 "ImageNet" file. ``make_split`` builds a synthetic image folder and its split once per session for
 each set of arguments, so the files that train on "some small labelled images" share the same few
 folders instead of each writing its own. Tests that change a split copy it first (``copy_split``).
+
+Tests that need a service the machine may lack ask ``helpers.services.require_service``: skipped
+with one line where it is missing, failed instead where ``ACCVIT_MED_REQUIRE`` names it (CI).
 """
 
 from __future__ import annotations
@@ -23,8 +26,16 @@ import torchvision
 from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.splits import read_split, write_split
 from accvit_med.datasets.synthetic import make_image_folder
+from helpers.services import required_services
 
 MAXVIT_FILE = "maxvit_t-bc5ab103.pth"
+
+
+def pytest_configure(config):
+    try:
+        required_services()  # a misspelt ACCVIT_MED_REQUIRE stops the run before any test
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
 
 
 @pytest.fixture(scope="session")

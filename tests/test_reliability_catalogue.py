@@ -459,10 +459,9 @@ def test_files_follow_the_umask(base):
 def test_a_second_process_cannot_train_into_a_locked_run(base, tmp_path):
     run = copy_run(base, tmp_path / "run")
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import fcntl, os, sys, time
-        fd = os.open({str(run / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, str(os.getpid()).encode())
+        import time
+        from accvit_med.rundir.claim import lock_run_dir
+        lock_run_dir({str(run)!r})
         print("locked", flush=True)
         time.sleep(60)
     """)], stdout=subprocess.PIPE, text=True)

@@ -2,11 +2,13 @@
 
 An existing run is never overwritten by accident: ``resume`` continues it, ``force`` starts again,
 and only in a folder whose ``.accvit-med.json`` marker proves we made it (see
-:mod:`accvit_med.ownership`). ``.accvit-med.lock`` keeps two processes from training into one run.
+:mod:`accvit_med.ownership`). ``.accvit-med.lock`` keeps two processes from training into one run:
+a POSIX record lock, which dies with the process that took it (see :func:`lock_run_dir`).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -80,38 +82,45 @@ def prepare_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> RunDi
 def check_unlocked(path: Path) -> None:
     """Refuse a run directory another process is training into (its lock is held)."""
     lock = path / LOCK_NAME
-    if path.resolve() in _HELD_LOCKS or not lock.is_file():
+    if not lock.is_file() or _held_here(lock):
+        # Never open a lock file this process holds: closing any descriptor of it drops the lock.
         return
     try:
         fd = os.open(lock, os.O_RDWR)
     except OSError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)  # a stale lock file: its process has ended
-    except OSError:
-        holder = _lock_holder(fd)
-        raise UserError(f"run directory '{path}' is in use by another process{holder}; wait for it to "
-                        "finish or choose another --out") from None
+        _try_lock(fd, path)
+        fcntl.lockf(fd, fcntl.LOCK_UN)  # a stale lock file: its process has ended
     finally:
         os.close(fd)
 
 
 def lock_run_dir(path: str | os.PathLike) -> None:
-    """Take the run directory's lock (flock: the kernel drops it when the process dies, so a
-    lock file left by a killed run is stale and simply taken over)."""
+    """Take the run directory's lock, held by this process alone until it releases it or ends.
+
+    A POSIX record lock (``fcntl.lockf``) belongs to the process that took it: the kernel drops it
+    when that process dies, and children forked afterwards (DataLoader workers) do not hold it,
+    so a run killed with SIGKILL can be resumed at once while its workers are still exiting. (An
+    ``flock`` belongs to the open file description, which forked children share: it would outlive
+    the killed process in its workers. Closing on exec does not help, workers are forked.)
+    """
     path = Path(path)
     key = path.resolve()
-    if key in _HELD_LOCKS:
+    if key in _HELD_LOCKS or _held_here(path / LOCK_NAME):
         return
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = _lock_holder(fd)
+    while True:
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _try_lock(fd, path)
+        except UserError:
+            os.close(fd)
+            raise
+        if _same_file(fd, path / LOCK_NAME):
+            break
+        # The file was removed or replaced between our open and our lock: what we locked no
+        # longer guards the folder. Unlocks by closing; the next round locks the current file.
         os.close(fd)
-        raise UserError(f"run directory '{path}' is in use by another process{holder}; wait for it to "
-                        "finish or choose another --out") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _HELD_LOCKS[key] = fd
@@ -121,11 +130,38 @@ def release_run_dir(path: str | os.PathLike) -> None:
     """Release the lock :func:`prepare_run_dir` took (a no-op when not held)."""
     fd = _HELD_LOCKS.pop(Path(path).resolve(), None)
     if fd is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 
+def _try_lock(fd: int, path: Path) -> None:
+    """Lock ``fd`` without waiting; a lock held elsewhere is refused in one line naming its pid."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EAGAIN):  # e.g. ENOLCK: a file system without locks
+            raise UserError(f"cannot lock '{path / LOCK_NAME}' ({err.strerror}); choose an --out on a local "
+                            "file system") from None
+        raise UserError(f"run directory '{path}' is in use by another process{_lock_holder(fd)}; wait for it "
+                        "to finish or choose another --out") from None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        found = path.stat()
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (found.st_dev, found.st_ino)
+
+
+def _held_here(lock: Path) -> bool:
+    """True if ``lock`` is (by identity, whatever the path) a lock file this process holds."""
+    return any(_same_file(fd, lock) for fd in _HELD_LOCKS.values())
+
+
 def _lock_holder(fd: int) -> str:
+    # The pid is written by the process that took the lock, after taking it: it names a live holder.
     try:
         pid = os.pread(fd, 32, 0).decode().strip()
     except OSError:

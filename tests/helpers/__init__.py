@@ -1,0 +1,1 @@
+"""Helpers shared by test files (importable as ``helpers.*``: pytest puts ``tests/`` on sys.path)."""
