@@ -9,7 +9,6 @@ import numpy as np
 
 from accvit_med import __version__
 from accvit_med.reports import figures, render, tables
-from accvit_med.reports.bootstrap import CI_LEVEL
 from accvit_med.reports.calibration import reliability_bins
 from accvit_med.reports.history import read_history
 from accvit_med.reports.scoring import ScoredRun
@@ -24,8 +23,7 @@ def header(data: ReportData) -> Rendered:
     return Rendered(markdown=[
         "# accvit-med report", "",
         f"Written by accvit-med {__version__} from the {s.split} predictions of "
-        f"{len(inputs)} run(s). Confidence intervals: stratified bootstrap, {s.n_boot} "
-        f"resamples, seed {s.seed}, {int(CI_LEVEL * 100)}% percentile intervals. "
+        f"{len(inputs)} run(s). {render.interval_methods(s)} "
         f"ECE with {s.ece_bins} equal-width bins.", "",
         "## Inputs", "",
         "| dataset | name | predictions | sha256 |", "|:--|:--|:--|:--|",
@@ -41,9 +39,10 @@ def table1_section(data: ReportData) -> Rendered:
 
 
 def summary_section(data: ReportData) -> Rendered:
-    table = render.summary_table(data.datasets)
+    table = render.summary_table(data.datasets, data.settings)
+    per_seed = render.summary_table(data.datasets, data.settings, per_seed=True)
     return Rendered(markdown=["## Summary", "", tables.to_markdown(table)],
-                    tables={"summary": TableFiles(table, render.summary_table(data.datasets, per_seed=True))})
+                    tables={"summary": TableFiles(table, per_seed)})
 
 
 def _curves_path(dataset: str, name: str) -> str:
@@ -75,8 +74,9 @@ def datasets_section(data: ReportData) -> Rendered:
     for ds, scores in data.datasets.items():
         stem = file_name(ds)
         runs = {label: metrics for label, _, metrics, _ in render.entries(scores)}
+        grouped = {group.label for group in scores.seed_groups}
         detail = {f"{stem}_per_class": tables.per_class_table(ds, runs),
-                  f"{stem}_sensitivity_specificity_auc": tables.clinical_table(ds, runs)}
+                  f"{stem}_sensitivity_specificity_auc": tables.clinical_table(ds, runs, grouped)}
         paired = render.paired_table(ds, scores.comparisons, data.settings.n_boot)
         if paired is not None:
             detail[f"{stem}_paired"] = paired

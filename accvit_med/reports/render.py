@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Iterator, Mapping
 
 from accvit_med.reports import seeds, tables
+from accvit_med.reports.bootstrap import BOOTSTRAP_NAMES
+from accvit_med.reports.settings import ReportSettings
 from accvit_med.reports.comparisons import COMPARED_METRICS, METRIC_TITLES, Comparison
 from accvit_med.reports.ordering import TABLE1_BASELINES, model_key
 from accvit_med.reports.scoring import DatasetScores, ScoredRun
@@ -41,7 +43,8 @@ def headline_cells(m: dict, sd: dict | None = None, decimals: int = 2) -> dict[s
         cells = {key: seeds.mean_sd_text(m.get(key), sd.get(key), decimals=decimals)
                  for key in HEADLINE_COLUMNS if key != "n"}
     else:
-        intervals = m.get("ci", {})
+        # Accuracy is a proportion: its Wilson interval; the other scores: their bootstrap interval.
+        intervals = {**m.get("ci", {}), **m.get("wilson", {})}
         cells = {key: tables.interval_text(m[key], intervals.get(key, {}).get("low"),
                                            intervals.get(key, {}).get("high"), decimals=decimals)
                  for key in _WITH_INTERVAL}
@@ -65,16 +68,28 @@ def headline_rows(datasets: Mapping[str, DatasetScores], per_seed: bool,
                         yield ds, run.name, headline_cells(run.metrics, None, decimals)
 
 
-def summary_table(datasets: Mapping[str, DatasetScores], per_seed: bool = False) -> tables.Table:
+def interval_methods(settings: ReportSettings) -> str:
+    """How the report's intervals were computed, in one sentence."""
+    boot = ("no bootstrap intervals (--n-boot 0)" if settings.n_boot == 0 else
+            f"{BOOTSTRAP_NAMES[settings.bootstrap]}, {settings.n_boot} resamples, seed {settings.seed}, "
+            "2.5th and 97.5th percentiles")
+    return ("95% intervals: accuracy, sensitivity, specificity, PPV and NPV: Wilson score interval; "
+            f"macro-F1, macro-AUC, kappa and paired differences: {boot}.")
+
+
+def summary_table(datasets: Mapping[str, DatasetScores], settings: ReportSettings,
+                  per_seed: bool = False) -> tables.Table:
     """One row per run, a seed group's as mean ± sd; ``per_seed`` adds each seed's row after it."""
-    caption = "Test-set summary (%; 95% stratified bootstrap intervals)"
+    boot = "bootstrap" if settings.n_boot == 0 else \
+        f"{BOOTSTRAP_NAMES[settings.bootstrap]}, {settings.n_boot} resamples"
+    caption = f"Test-set summary (%; Wilson: Wilson score interval; bootstrap: {boot})"
     if any(scores.seed_groups for scores in datasets.values()):
         caption = caption[:-1] + "; several seeds: mean ± sd over seeds, n = test images)"
     table = tables.Table(
         caption=caption,
         row_header="dataset / model",
-        groups=[("", ["n", "Acc [95% CI]", "Macro-F1 [95% CI]", "Macro-AUC [95% CI]",
-                      "Balanced acc", "QW kappa [95% CI]", "ECE"])],
+        groups=[("", ["n", "Acc [95% Wilson]", "Macro-F1 [95% bootstrap]", "Macro-AUC [95% bootstrap]",
+                      "Balanced acc", "QW kappa [95% bootstrap]", "ECE"])],
     )
     for ds, label, cells in headline_rows(datasets, per_seed):
         table.rows.append((f"{ds} / {label}", [cells[key] for key in HEADLINE_COLUMNS]))

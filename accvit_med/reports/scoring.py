@@ -59,7 +59,7 @@ def score_dataset(name: str, runs: list[RunInput], settings: ReportSettings) -> 
     for run in scored:
         result.notes += [f"{name}/{run.name}: {note}" for note in run.metrics["notes"]]
     single = [c for c, s in scored[0].metrics["per_class"].items() if s["support"] == 1]
-    if settings.n_boot > 0 and single:
+    if settings.n_boot > 0 and settings.bootstrap == "stratified" and single:
         # Resampling within a class of one image always redraws that image.
         result.notes.append(f"{name}: class(es) {', '.join(single)} have one test image each, which the "
                             "stratified bootstrap cannot vary: intervals are too narrow")
@@ -146,11 +146,11 @@ def _score(group: list[tuple[str, RunInput]],
             y_true = group[0][1].predictions.y_true
             distributions = bootstrap_scores(
                 y_true, [(run.predictions.y_pred, run.predictions.probs) for _, run in group],
-                k, n_boot, seed, ordinal)
+                k, n_boot, seed, ordinal, settings.bootstrap)
         else:
             distributions = [
                 bootstrap_scores(run.predictions.y_true, [(run.predictions.y_pred, run.predictions.probs)],
-                                 k, n_boot, seed, ordinal)[0]
+                                 k, n_boot, seed, ordinal, settings.bootstrap)[0]
                 for _, run in group
             ]
     scored = []
@@ -160,6 +160,6 @@ def _score(group: list[tuple[str, RunInput]],
                                          ece_bins=settings.ece_bins, warn=False)
         if n_boot > 0:
             metrics["ci"] = confidence_intervals(distribution)
-            metrics.update(ci_level=CI_LEVEL, n_boot=n_boot, seed=seed)
+            metrics.update(bootstrap=settings.bootstrap, ci_level=CI_LEVEL, n_boot=n_boot, seed=seed)
         scored.append(ScoredRun(name, run, metrics))
     return scored, distributions

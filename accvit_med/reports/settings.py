@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accvit_med.errors import UserError
-from accvit_med.reports.bootstrap import DEFAULT_RESAMPLES
+from accvit_med.reports.bootstrap import BOOTSTRAP_METHODS, DEFAULT_RESAMPLES
 from accvit_med.reports.calibration import DEFAULT_BINS
 
 
@@ -14,7 +14,8 @@ class ReportSettings:
     """``dataset``/``model`` name bare inputs (``model`` only when there is one input); ``ordinal``
     True forces quadratic weighted kappa. ``reference`` is the model compared with every other run
     of its data set (default: the ACC-ViT runs); ``paired=False`` skips the comparisons (and the
-    check that runs share their test images)."""
+    check that runs share their test images). ``bootstrap`` is "rows" (resample test images) or
+    "stratified" (resample within each true class)."""
 
     seed: int = 0
     n_boot: int = DEFAULT_RESAMPLES
@@ -26,6 +27,7 @@ class ReportSettings:
     reference: str | None = None
     ece_bins: int = DEFAULT_BINS
     progress: bool = False
+    bootstrap: str = "rows"
 
     def check(self) -> None:
         """UserError for a setting no report can use (before any file is read)."""
@@ -33,7 +35,10 @@ class ReportSettings:
             raise UserError(f"--n-boot is {self.n_boot}; pass 0 (no intervals) or more resamples, e.g. 1000")
         if self.ece_bins < 1:
             raise UserError(f"--ece-bins is {self.ece_bins}; pass a positive number of bins, e.g. 15")
+        if self.bootstrap not in BOOTSTRAP_METHODS:
+            raise UserError(f"--bootstrap is '{self.bootstrap}'; pass one of {', '.join(BOOTSTRAP_METHODS)}")
 
     def recorded(self) -> dict:
         """The settings report.json records (what changes the numbers)."""
-        return {"seed": self.seed, "n_boot": self.n_boot, "split": self.split, "ece_bins": self.ece_bins}
+        return {"seed": self.seed, "n_boot": self.n_boot, "split": self.split, "ece_bins": self.ece_bins,
+                "bootstrap": self.bootstrap}

@@ -34,6 +34,9 @@ def report(
     paired: bool = typer.Option(True, "--paired/--no-paired",
                                 help="Paired bootstrap differences (needs the same test images)."),
     ece_bins: int = typer.Option(15, "--ece-bins", help="Equal-width confidence bins for ECE."),
+    bootstrap: str = typer.Option(
+        "rows", "--bootstrap",
+        help="Bootstrap resamples: rows (test images drawn with replacement) or stratified (within each class)."),
 ) -> None:
     """Per-class metrics with confidence intervals, the paper's tables (Markdown, CSV, LaTeX),
     confusion matrices and calibration figures for one or many runs.
@@ -52,7 +55,7 @@ def report(
     if model is not None and len(inputs) > 1:
         raise UserError("--model names a single input; label several inputs as MODEL=PATH")
     settings = ReportSettings(seed=seed, n_boot=n_boot, split=split, paired=paired, reference=reference,
-                              ece_bins=ece_bins, progress=True)
+                              ece_bins=ece_bins, bootstrap=bootstrap, progress=True)
     settings.check()
     runs = [resolve_input(spec, split, dataset, model, True if ordinal else None) for spec in inputs]
     if out is None:
@@ -66,10 +69,10 @@ def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from accvit_med.reports.render import headline_rows, paired_cells
+    from accvit_med.reports.render import headline_rows, interval_methods, paired_cells
 
     console = Console()
-    table = Table(title="Test-set metrics (%, 95% bootstrap CI)")
+    table = Table(title="Test-set metrics (%)", caption=interval_methods(result.settings))
     columns = {"n": "n", "accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro-AUC",
                "quadratic_weighted_kappa": "QW kappa", "ece": "ECE"}
     for column in ("dataset", "model", *columns.values()):
