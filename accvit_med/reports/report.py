@@ -69,6 +69,9 @@ def write_report(inputs: Iterable[str | os.PathLike | RunInput], out_dir: str | 
             resolve_input(x, settings.split, settings.dataset, settings.model, settings.ordinal)
             for x in inputs]
 
+    if settings.positive and not any(set(settings.positive) <= set(run.classes) for run in runs):
+        raise UserError(f"--positive {','.join(settings.positive)} names classes no input has all of "
+                        f"(e.g. {', '.join(runs[0].classes)}); pass class names separated by commas")
     scores: dict[str, DatasetScores] = {}
     notes: list[str] = []
     for name in sorted({run.dataset for run in runs}, key=dataset_key):

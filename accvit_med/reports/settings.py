@@ -15,7 +15,8 @@ class ReportSettings:
     True forces quadratic weighted kappa. ``reference`` is the model compared with every other run
     of its data set (default: the ACC-ViT runs); ``paired=False`` skips the comparisons (and the
     check that runs share their test images). ``bootstrap`` is "rows" (resample test images) or
-    "stratified" (resample within each true class)."""
+    "stratified" (resample within each true class). ``positive`` names the positive classes of a
+    binary task reported beside the clinical tasks each data set declares."""
 
     seed: int = 0
     n_boot: int = DEFAULT_RESAMPLES
@@ -28,6 +29,7 @@ class ReportSettings:
     ece_bins: int = DEFAULT_BINS
     progress: bool = False
     bootstrap: str = "rows"
+    positive: tuple[str, ...] = ()  # classes of an extra binary task (beside the data sets' own)
 
     def check(self) -> None:
         """UserError for a setting no report can use (before any file is read)."""
@@ -41,4 +43,4 @@ class ReportSettings:
     def recorded(self) -> dict:
         """The settings report.json records (what changes the numbers)."""
         return {"seed": self.seed, "n_boot": self.n_boot, "split": self.split, "ece_bins": self.ece_bins,
-                "bootstrap": self.bootstrap}
+                "bootstrap": self.bootstrap, "positive": list(self.positive)}

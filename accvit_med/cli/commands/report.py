@@ -37,6 +37,9 @@ def report(
     bootstrap: str = typer.Option(
         "rows", "--bootstrap",
         help="Bootstrap resamples: rows (test images drawn with replacement) or stratified (within each class)."),
+    positive: Optional[str] = typer.Option(
+        None, "--positive", metavar="CLASS[,CLASS...]",
+        help="Positive classes of a binary task to report at operating points (beside the data set's own tasks)."),
 ) -> None:
     """Per-class metrics with confidence intervals, the paper's tables (Markdown, CSV, LaTeX),
     confusion matrices and calibration figures for one or many runs.
@@ -55,7 +58,8 @@ def report(
     if model is not None and len(inputs) > 1:
         raise UserError("--model names a single input; label several inputs as MODEL=PATH")
     settings = ReportSettings(seed=seed, n_boot=n_boot, split=split, paired=paired, reference=reference,
-                              ece_bins=ece_bins, bootstrap=bootstrap, progress=True)
+                              ece_bins=ece_bins, bootstrap=bootstrap, progress=True,
+                              positive=tuple(c.strip() for c in positive.split(",") if c.strip()) if positive else ())
     settings.check()
     runs = [resolve_input(spec, split, dataset, model, True if ordinal else None) for spec in inputs]
     if out is None:
