@@ -50,8 +50,9 @@ def test_test_set_proportions_have_wilson_intervals():
     rng = np.random.default_rng(7)
     positive = rng.random(80) < 0.4
     score = rng.random(80) * 0.5 + 0.4 * positive
-    point = at_threshold(score, positive, 0.45)
-    called = score >= 0.45
+    threshold = np.sort(score)[40]  # a threshold equal to a score: that image is called positive
+    point = at_threshold(score, positive, threshold)
+    called = score >= threshold
     tp, fp = (called & positive).sum(), (called & ~positive).sum()
     fn, tn = (~called & positive).sum(), (~called & ~positive).sum()
     for name, k, n in (("sensitivity", tp, tp + fn), ("specificity", tn, tn + fp),
