@@ -93,3 +93,19 @@ def test_report_calibrates_from_validation_and_leaves_the_run_alone(tmp_path, mo
     (tmp_path / "bare.csv").write_bytes((run / "predictions_test.csv").read_bytes())
     bare = write_report([f"ham10000/x={tmp_path / 'bare.csv'}"], tmp_path / "bare", n_boot=0)
     assert any("no predictions_val.csv" in note for note in bare.notes) and "calibration" not in bare.sections
+
+
+def test_calibration_resamples_score_as_sklearn_on_the_drawn_rows():
+    from accvit_med.reports.bootstrap import row_weights
+    from accvit_med.reports.calibration import reliability_bins
+    from accvit_med.reports.temperature import calibration_distributions
+
+    y, probs = overconfident(5, 90, k=3)
+    weights = np.concatenate(list(row_weights(90, 30, seed=2)))
+    found = calibration_distributions(probs, y, 15, [weights])
+    for b in (0, 29):
+        rows = np.repeat(np.arange(90), weights[b])
+        assert found["nll"][b] == pytest.approx(log_loss(y[rows], probs[rows], labels=range(3)), rel=1e-9)
+        assert found["brier"][b] == pytest.approx(
+            sum(brier_score_loss(y[rows] == c, probs[rows, c]) for c in range(3)), rel=1e-9)
+        assert found["ece"][b] == pytest.approx(reliability_bins(probs[rows], y[rows], 15)["ece"], rel=1e-9)

@@ -54,10 +54,12 @@ def operating_points_section(data: ReportData) -> Rendered:
             for run in scores.runs:
                 test = run.run.predictions
                 val = validation_predictions(run.run.run_dir, test.classes) if s.split != "val" else None
-                result = None if val is None else binary_task(task, positive, test.classes, val, test, s.n_boot, s.seed)
+                if val is None:
+                    continue  # the calibration section notes the missing validation predictions
+                result = binary_task(task, positive, test.classes, val, test, s.n_boot, s.seed)
                 if result is None:
-                    out.notes.append(f"{ds}/{run.name}: no operating points for {task} (they need validation "
-                                     "predictions with positive and negative images, beside the test predictions)")
+                    out.notes.append(f"{ds}/{run.name}: no operating points for {task}: the validation "
+                                     "predictions need positive and negative images to choose a threshold")
                     continue
                 results[run.name] = result
                 kind = f"operating_points_{file_name(task)}"

@@ -59,3 +59,28 @@ def fit_temperature(probs: np.ndarray, y_true: np.ndarray) -> float:
     found = minimize_scalar(nll, bounds=(-LOG_T_BOUND, LOG_T_BOUND), method="bounded",
                             options={"xatol": 1e-7})
     return float(np.exp(found.x))
+
+
+def calibration_distributions(probs: np.ndarray, y_true: np.ndarray, n_bins: int, weights) -> dict[str, np.ndarray]:
+    """ECE, Brier score and NLL of every resample: ``weights`` is an iterable of (b, n) count
+    matrices (e.g. ``bootstrap.row_weights``); returns arrays of all resamples' scores."""
+    probs = np.asarray(probs, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    rows = np.arange(len(y_true))
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    member = np.zeros((len(y_true), n_bins))
+    member[rows, bins] = 1.0
+    onehot = np.zeros_like(probs)
+    onehot[rows, y_true] = 1.0
+    brier = ((probs - onehot) ** 2).sum(axis=1)
+    nll = -log_probabilities(probs[rows, y_true])
+    out: dict[str, list] = {"ece": [], "brier": [], "nll": []}
+    for w in weights:
+        total = w.sum(axis=1)
+        gap = np.abs(w @ (member * correct[:, None]) - w @ (member * confidence[:, None])).sum(axis=1)
+        out["ece"].append(gap / total)
+        out["brier"].append(w @ brier / total)
+        out["nll"].append(w @ nll / total)
+    return {name: np.concatenate(parts) for name, parts in out.items()}
