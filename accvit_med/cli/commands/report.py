@@ -103,6 +103,29 @@ def _print_summary(result) -> None:
                 texts.append(text)
             paired.add_row(f"{reference} - {baseline}", *texts)
         console.print(paired)
+    for line in _evidence_lines(result.sections):
+        console.print(line, markup=False, highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     console.print(f"report: {result.out_dir / 'report.md'}", markup=False, highlight=False)
+
+
+def _evidence_lines(sections: dict) -> list[str]:
+    """One line per calibrated run and per clinical task (its Youden point); the files hold the rest."""
+    lines = []
+    for dataset, runs in sections.get("calibration", {}).items():
+        for name, found in runs.items():
+            raw, calibrated = found["test_raw"], found["test_calibrated"]
+            lines.append(f"calibration {dataset}/{name}: T = {found['temperature']:.2f} (fitted on validation), "
+                         f"test ECE {100 * raw['ece']:.1f}% -> {100 * calibrated['ece']:.1f}%, "
+                         f"NLL {raw['nll']:.3f} -> {calibrated['nll']:.3f}")
+    for dataset, tasks in sections.get("operating_points", {}).items():
+        for task, runs in tasks.items():
+            for name, found in runs.items():
+                point = found["points"][0]["test"]
+                rates = ", ".join(f"{label} {'–' if point[key] is None else f'{100 * point[key]:.1f}%'}"
+                                  for key, label in (("sensitivity", "sens"), ("specificity", "spec"),
+                                                     ("ppv", "PPV"), ("npv", "NPV")))
+                auroc = "–" if found["auroc"] is None else f"{found['auroc']:.3f}"
+                lines.append(f"{task} {dataset}/{name}: AUROC {auroc}; at Youden's J from validation: {rates} (test)")
+    return lines
