@@ -72,7 +72,8 @@ def test_report_calibrates_from_validation_and_leaves_the_run_alone(tmp_path, mo
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir()}
     result = write_report([run], tmp_path / "out", n_boot=20)
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir()} == before
-    numbers = json.loads((tmp_path / "out" / "report.json").read_text())["sections"]["calibration"]["ham10000"]["accvit_tiny"]
+    sections = json.loads((tmp_path / "out" / "report.json").read_text())["sections"]
+    numbers = sections["calibration"]["ham10000"]["accvit_tiny"]
     val, test = (read_predictions(run / f"predictions_{s}.csv") for s in ("val", "test"))
     order = np.argsort(val.paths)
     t = numbers["temperature"]

@@ -12,8 +12,7 @@ from scipy import stats
 from sklearn import metrics as skm
 from statsmodels.stats.proportion import proportion_confint
 
-from accvit_med.reports import classification_metrics, write_predictions, write_report
-from accvit_med.reports import confusion
+from accvit_med.reports import classification_metrics, confusion, write_predictions, write_report
 from accvit_med.reports.bootstrap import bootstrap_scores, row_weights
 from accvit_med.reports.intervals import wilson_interval
 
@@ -89,7 +88,7 @@ def test_report_shows_wilson_per_class_and_names_its_methods(tmp_path, without_f
     run = tmp_path / "busi" / "accvit_tiny" / "r"
     run.mkdir(parents=True)
     write_predictions(run / "predictions_test.csv", [f"i{i:03d}" for i in range(len(y))], y, pred, probs, BUSI)
-    result = write_report([f"busi/accvit_tiny={run}"], tmp_path / "out", n_boot=300)
+    write_report([f"busi/accvit_tiny={run}"], tmp_path / "out", n_boot=300)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Wilson score interval" in md and "percentile bootstrap over test images, 300 resamples" in md
     rows = {r[0]: r for r in csv.reader((tmp_path / "out" / "busi_sensitivity_specificity_auc.csv").open())}

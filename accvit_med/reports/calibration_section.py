@@ -18,9 +18,14 @@ from accvit_med.reports.calibration import reliability_bins
 from accvit_med.reports.predictions import Predictions, predictions_csv
 from accvit_med.reports.sections import Rendered, ReportData, TableFiles, figure_path, file_name
 from accvit_med.reports.settings import ReportSettings
-from accvit_med.reports.temperature import (LOG_T_BOUND, apply_temperature, brier_score,
-                                            calibration_distributions, fit_temperature,
-                                            negative_log_likelihood)
+from accvit_med.reports.temperature import (
+    LOG_T_BOUND,
+    apply_temperature,
+    brier_score,
+    calibration_distributions,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from accvit_med.reports.validation import validation_predictions
 
 SCORES = (("ece", "ECE %", 100), ("brier", "Brier", 1), ("nll", "NLL", 1))
@@ -107,6 +112,7 @@ def calibration_section(data: ReportData) -> Rendered:
         links = " · ".join(f"[{name}]({figure_path(ds, name, 'reliability_calibrated')})" for name in rows)
         out.markdown += [f"## Calibration: {ds}", "", tables.to_markdown(table),
                          f"Reliability on test before and after temperature scaling: {links}. Calibrated "
-                         f"probabilities: `calibrated/{file_name(ds)}/<run>/predictions_{{val,test}}_calibrated.csv`.", ""]
+                         f"probabilities: `calibrated/{file_name(ds)}/<run>/predictions_{{val,test}}_calibrated.csv`.",
+                         ""]
     out.data = numbers or None
     return out

@@ -12,8 +12,7 @@ from accvit_med.reports import figures, render, tables
 from accvit_med.reports.calibration import reliability_bins
 from accvit_med.reports.history import read_history
 from accvit_med.reports.scoring import ScoredRun
-from accvit_med.reports.sections import (Rendered, ReportData, TableFiles, figure_path, file_name,
-                                         json_text)
+from accvit_med.reports.sections import Rendered, ReportData, TableFiles, figure_path, file_name, json_text
 
 _FIGURE_KINDS = ("confusion_counts", "confusion_normalized", "reliability", "roc")
 

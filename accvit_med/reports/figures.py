@@ -173,7 +173,8 @@ def reliability_comparison_figure(raw: dict, calibrated: dict, temperature: floa
     figure = Figure(figsize=(5, 5))
     ax = figure.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
-    for bins, label, colour in ((raw, "raw", "tab:red"), (calibrated, f"temperature T = {temperature:.2f}", "tab:blue")):
+    curves = ((raw, "raw", "tab:red"), (calibrated, f"temperature T = {temperature:.2f}", "tab:blue"))
+    for bins, label, colour in curves:
         filled = bins["count"] > 0
         sizes = 20 + 180 * bins["count"][filled] / max(1, bins["count"].max())
         ax.plot(bins["confidence"][filled], bins["accuracy"][filled], color=colour, alpha=0.7)

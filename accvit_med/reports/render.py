@@ -10,10 +10,10 @@ from typing import Iterator, Mapping
 
 from accvit_med.reports import seeds, tables
 from accvit_med.reports.bootstrap import BOOTSTRAP_NAMES
-from accvit_med.reports.settings import ReportSettings
 from accvit_med.reports.comparisons import COMPARED_METRICS, METRIC_TITLES, Comparison
 from accvit_med.reports.ordering import TABLE1_BASELINES, model_key
 from accvit_med.reports.scoring import DatasetScores, ScoredRun
+from accvit_med.reports.settings import ReportSettings
 
 HEADLINE_COLUMNS = ("n", "accuracy", "macro_f1", "macro_auc", "balanced_accuracy", "quadratic_weighted_kappa", "ece")
 _WITH_INTERVAL = ("accuracy", "macro_f1", "macro_auc", "quadratic_weighted_kappa")
