@@ -113,3 +113,18 @@ def test_report_shows_wilson_per_class_and_names_its_methods(tmp_path, without_f
     stratified = write_report([f"busi/accvit_tiny={run}"], tmp_path / "s", n_boot=50, bootstrap="stratified")
     assert "stratified bootstrap (resampled within each true class)" in (tmp_path / "s" / "report.md").read_text()
     assert stratified.datasets["busi"][0].metrics["bootstrap"] == "stratified"
+
+
+def test_cli_bootstrap_option(tmp_path, without_figures):
+    from typer.testing import CliRunner
+
+    from accvit_med.cli import app
+
+    y, pred, probs = all_right_or_all_wrong(5)
+    write_predictions(tmp_path / "p.csv", [f"i{i}" for i in range(len(y))], y, pred, probs, BUSI)
+    bad = CliRunner().invoke(app, ["report", str(tmp_path / "p.csv"), "-o", str(tmp_path / "b"), "--bootstrap", "cases"])
+    assert bad.exit_code == 2 and "--bootstrap is 'cases'" in bad.stderr and not (tmp_path / "b").exists()
+    good = CliRunner().invoke(app, ["report", str(tmp_path / "p.csv"), "-o", str(tmp_path / "s"), "--n-boot", "30",
+                                    "--bootstrap", "stratified"])
+    assert good.exit_code == 0, good.output
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["settings"]["bootstrap"] == "stratified"
