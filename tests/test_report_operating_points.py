@@ -112,3 +112,29 @@ def test_cli_positive_classes(tmp_path, without_figures):
     bad = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "bad"), "--positive", "tumour"])
     assert bad.exit_code == 2 and "--positive tumour" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_figures_mark_the_points_and_label_both_reliability_curves():
+    from accvit_med.reports import figures
+    from accvit_med.reports.calibration import reliability_bins
+    from accvit_med.reports.operating_points import OperatingPoint
+
+    rng = np.random.default_rng(0)
+    positive = rng.random(60) < 0.4
+    score = rng.random(60) * 0.6 + 0.4 * positive
+    points = [OperatingPoint(rule, t, 0.9, 0.8, at_threshold(score, positive, t))
+              for rule, t in choose_thresholds(score, positive)]
+    roc_ax, pr_ax = figures.operating_points_figure(score, positive, points, "m, task").axes
+    for ax in (roc_ax, pr_ax):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert sum(label.startswith(("Youden's J (t = ", "sensitivity >= ")) for label in labels) == 3
+    youden = points[0].test
+    marked = roc_ax.collections[0].get_offsets()[0]
+    assert tuple(marked) == pytest.approx((1 - youden["specificity"], youden["sensitivity"]))
+    probs = rng.dirichlet(np.ones(3), 50)
+    y = rng.integers(0, 3, 50)
+    raw, calibrated = reliability_bins(probs, y), reliability_bins(probs ** 0.5 / (probs ** 0.5).sum(1, keepdims=True), y)
+    ax = figures.reliability_comparison_figure(raw, calibrated, 2.0, "m").axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"raw (ECE {100 * raw['ece']:.1f}%)" in labels
+    assert f"temperature T = 2.00 (ECE {100 * calibrated['ece']:.1f}%)" in labels

@@ -180,8 +180,8 @@ def reliability_comparison_figure(raw: dict, calibrated: dict, temperature: floa
         ax.plot(bins["confidence"][filled], bins["accuracy"][filled], color=colour, alpha=0.7)
         ax.scatter(bins["confidence"][filled], bins["accuracy"][filled], s=sizes, color=colour,
                    edgecolor="black", linewidth=0.5, zorder=3, label=f"{label} (ECE {100 * bins['ece']:.1f}%)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_xlim(-0.03, 1.03)  # bins at accuracy 0 or 1 stay visible
+    ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("mean confidence in bin (top-class probability)")
     ax.set_ylabel("accuracy in bin")
     ax.set_title(f"{title}: reliability on test" if title else "reliability on test", fontsize="medium")
@@ -215,8 +215,9 @@ def operating_points_figure(score: np.ndarray, is_positive: np.ndarray, points: 
             roc_ax.scatter(1 - test["specificity"], test["sensitivity"], **style)
         if test["sensitivity"] is not None and test["ppv"] is not None:
             pr_ax.scatter(test["sensitivity"], test["ppv"], **style)
-    roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity", ylabel="sensitivity")
-    pr_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)")
+    # A little margin: operating points often sit on the axes' edges (sensitivity 1, specificity 1).
+    roc_ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="1 - specificity", ylabel="sensitivity")
+    pr_ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="recall (sensitivity)", ylabel="precision (PPV)")
     roc_ax.set_title(f"{title}: ROC (test)", fontsize="medium")
     pr_ax.set_title(f"{title}: precision-recall (test)", fontsize="medium")
     for ax in (roc_ax, pr_ax):
