@@ -35,7 +35,7 @@ def main() -> None:
     pred = probs.argmax(axis=1)
 
     start = time.perf_counter()
-    ours = bootstrap_scores(y, [(pred, probs)], k, n_boot=args.resamples, seed=0)[0]
+    ours = bootstrap_scores(y, [(pred, probs)], k, n_boot=args.resamples, seed=0, method="stratified")[0]
     vectorised = time.perf_counter() - start
 
     # The same generator call as bootstrap_scores, so resample b is the same in both.

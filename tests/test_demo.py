@@ -136,6 +136,31 @@ def test_report_folder_has_tables_and_figures(quick_demo):
     assert all(model in text for model in MODELS)
 
 
+def test_report_intervals_have_width_on_the_small_test_set(quick_demo):
+    """A few test images cannot know their accuracy to the last digit: every interval is wider than 0."""
+    out, _ = quick_demo
+    report = out / "report"
+    saved = json.loads((report / "report.json").read_text())
+    assert saved["settings"]["bootstrap"] == "rows"
+    for model in MODELS:
+        metrics = saved["datasets"]["ham10000"]["runs"][model]
+        low, high = metrics["wilson"]["accuracy"]["low"], metrics["wilson"]["accuracy"]["high"]
+        assert high - low > 0
+        assert metrics["ci"]["macro_f1"]["high"] - metrics["ci"]["macro_f1"]["low"] > 0
+        for scores in metrics["per_class"].values():
+            assert scores["wilson"]["sensitivity"]["high"] - scores["wilson"]["sensitivity"]["low"] > 0
+    with open(report / "summary.csv", newline="") as handle:
+        rows = {row[0]: row for row in csv.reader(handle)}
+    for model in MODELS:
+        for cell in rows[f"ham10000 / {model}"][2:4]:  # accuracy (Wilson), macro-F1 (bootstrap)
+            low, high = re.search(r"\[([\d.]+), ([\d.]+)\]", cell).groups()
+            assert float(high) > float(low), cell
+    # Calibration and operating points come from the runs' validation predictions.
+    sections = saved["sections"]
+    assert set(sections["calibration"]["ham10000"]) == set(MODELS)
+    assert set(sections["operating_points"]["ham10000"]) == {"melanoma", "malignant"}
+
+
 def test_refuses_to_overwrite_an_existing_demo(quick_demo):
     out, _ = quick_demo
     before = _files(out)

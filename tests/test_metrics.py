@@ -164,7 +164,7 @@ def test_bootstrap_resamples_are_stratified_and_scores_match_sklearn():
     for c in range(3):  # every resample keeps each class's count
         assert (weights[:, y == c].sum(axis=1) == (y == c).sum()).all()
     cms = confusion.confusion_matrix(y, pred, 3, weights)
-    scores = bootstrap_scores(y, [(pred, probs)], 3, n_boot=250, seed=5, ordinal=True)[0]
+    scores = bootstrap_scores(y, [(pred, probs)], 3, n_boot=250, seed=5, ordinal=True, method="stratified")[0]
     for b in (0, 101, 249):
         rows = np.repeat(np.arange(120), weights[b])
         assert cms[b].tolist() == skm.confusion_matrix(y[rows], pred[rows], labels=range(3)).tolist()

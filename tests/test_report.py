@@ -67,9 +67,9 @@ def without_figures(monkeypatch):
     """For tests of numbers, notes and pairing: the report skips its PNGs (about 1.5 s each on the
     CPU). The figures are checked by test_report_files_and_inputs, test_same_inputs_and_seed_give_
     identical_files, test_figures_carry_class_names and test_edge_cases_are_notes_not_crashes."""
-    from accvit_med.reports import report as report_module
+    from accvit_med.reports import writer
 
-    monkeypatch.setattr(report_module, "_write_figures", lambda result, settings, folder, progress: [])
+    monkeypatch.setattr(writer, "save_figures", lambda drawers, folder, progress: [])
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -131,14 +131,14 @@ def test_ordinal_dataset_gets_kappa_and_per_run_metrics_json(report):
 
 
 def test_paired_differences(report):
-    found = [c for c in report.comparisons if c["dataset"] == "busi" and c["metric"] == "accuracy"]
-    assert {(c["reference"], c["baseline"]) for c in found} == {("accvit_tiny", "swin_t"),
+    found = [c for c in report.comparisons if c.dataset == "busi" and c.metric == "accuracy"]
+    assert {(c.reference, c.baseline) for c in found} == {("accvit_tiny", "swin_t"),
                                                                ("accvit_tiny", "convnext_tiny")}
     busi = {run.name: run.metrics for run in report.datasets["busi"]}
-    vs_swin = [c for c in found if c["baseline"] == "swin_t"][0]
-    assert vs_swin["difference"] == pytest.approx(busi["accvit_tiny"]["accuracy"] - busi["swin_t"]["accuracy"])
-    assert vs_swin["ci_low"] <= vs_swin["difference"] <= vs_swin["ci_high"]
-    assert vs_swin["significant"] is True  # skill 3.0 vs 1.0 on 90 images
+    vs_swin = [c for c in found if c.baseline == "swin_t"][0]
+    assert vs_swin.difference == pytest.approx(busi["accvit_tiny"]["accuracy"] - busi["swin_t"]["accuracy"])
+    assert vs_swin.ci_low <= vs_swin.difference <= vs_swin.ci_high
+    assert vs_swin.significant is True  # skill 3.0 vs 1.0 on 90 images
     assert (report.out_dir / "busi_paired.md").read_text().count("accvit_tiny − ") == 2
 
 
@@ -147,7 +147,7 @@ def test_paired_resamples_are_shared(tmp_path, without_figures):
     run = make_run(tmp_path, "busi", "accvit_tiny", BUSI)
     result = write_report([f"accvit_tiny={run}", f"copy={run}"], tmp_path / "out", n_boot=100)
     for c in result.comparisons:
-        assert (c["difference"], c["ci_low"], c["ci_high"], c["significant"]) == (0.0, 0.0, 0.0, False)
+        assert (c.difference, c.ci_low, c.ci_high, c.significant) == (0.0, 0.0, 0.0, False)
 
 
 def test_report_files_and_inputs(report, two_datasets):
@@ -214,7 +214,8 @@ def test_edge_cases_are_notes_not_crashes(tmp_path):
     # 'normal' is absent from the truth, 'malignant' is never predicted, 'benign' has one image.
     write_predictions(folder / "predictions_test.csv", ["a", "b", "c", "d"], [0, 1, 1, 1], [0, 0, 0, 2],
                       [[0.8, 0.1, 0.1], [0.5, 0.2, 0.3], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]], BUSI)
-    result = write_report([folder], tmp_path / "out", n_boot=50)
+    # Stratified: the one-image class is a note (row resampling does vary it).
+    result = write_report([folder], tmp_path / "out", n_boot=50, bootstrap="stratified")
     (run,) = result.datasets["unknown"]  # a folder with only predictions_test.csv is a run
     assert run.name == "mine"
     assert any("'malignant' is never predicted" in note for note in result.notes)
@@ -315,6 +316,6 @@ def test_reference_picks_the_compared_model(tmp_path, without_figures):
     assert plain.comparisons == []
     assert "busi: no ACC-ViT run, so no paired comparisons (name one with --reference)" in plain.notes
     chosen = write_report([a, b], tmp_path / "chosen", n_boot=50, reference="swin_t")
-    assert {(c["reference"], c["baseline"]) for c in chosen.comparisons} == {("swin_t", "maxvit_t")}
+    assert {(c.reference, c.baseline) for c in chosen.comparisons} == {("swin_t", "maxvit_t")}
     with pytest.raises(UserError, match="--reference 'resnet50' matches no run"):
         write_report([a, b], tmp_path / "none", n_boot=50, reference="resnet50")

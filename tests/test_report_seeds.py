@@ -93,7 +93,7 @@ def test_per_class_tables_show_the_mean(seeded):
 
 def test_paired_comparisons_pair_the_same_seed(seeded):
     _, result, out = seeded
-    pairs = {(c["reference"], c["baseline"]) for c in result.comparisons}
+    pairs = {(c.reference, c.baseline) for c in result.comparisons}
     expected = {(f"accvit_tiny@seed{s}", f"swin_t@seed{s}") for s in SEEDS}
     expected |= {(f"accvit_tiny@seed{s}", "convnext_tiny") for s in SEEDS}
     assert pairs == expected

@@ -26,6 +26,9 @@ from accvit_med.datasets.base import (
 from accvit_med.datasets.imagepolicy import is_candidate_name
 from accvit_med.errors import UserError
 
+# Clinical binary task (positive classes), reported at operating points chosen on validation.
+CLINICAL_TASKS = {"malignant": ("malignant",)}
+
 CLASSES = ["benign", "malignant", "normal"]
 MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_\d+)?$", re.IGNORECASE)
 

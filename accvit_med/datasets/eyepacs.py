@@ -28,6 +28,10 @@ from accvit_med.datasets.base import (
 )
 from accvit_med.errors import UserError
 
+# Clinical binary tasks (positive classes), reported at operating points chosen on validation:
+# referable DR = grade >= 2, the endpoint of Gulshan et al. (JAMA 2016).
+CLINICAL_TASKS = {"referable DR": ("moderate", "severe", "proliferative")}
+
 CLASSES = ["none", "mild", "moderate", "severe", "proliferative"]
 LABEL_FILES = ("trainLabels.csv", "trainLabels_cropped.csv")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")

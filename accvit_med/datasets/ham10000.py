@@ -32,6 +32,9 @@ from accvit_med.datasets.base import (
 )
 from accvit_med.errors import UserError
 
+# Clinical binary tasks (positive classes), reported at operating points chosen on validation.
+CLINICAL_TASKS = {"melanoma": ("mel",), "malignant": ("mel", "bcc", "akiec")}
+
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
 ISIC_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"

@@ -34,6 +34,3 @@ def reliability_bins(probs: np.ndarray, y_true: np.ndarray, n_bins: int = DEFAUL
         "ece": float(gaps.sum() / len(confidence)),
     }
 
-
-def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = DEFAULT_BINS) -> float:
-    return reliability_bins(probs, y_true, n_bins)["ece"]

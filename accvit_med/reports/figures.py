@@ -165,3 +165,62 @@ def curves_overlay_figure(histories: Sequence[tuple[str, dict[str, Sequence[floa
             ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.tight_layout()
     return figure
+
+
+def reliability_comparison_figure(raw: dict, calibrated: dict, temperature: float, title: str = "") -> Figure:
+    """Reliability diagram before and after temperature scaling: accuracy per confidence bin
+    against its mean confidence (marker area ~ images in the bin), with each curve's ECE."""
+    figure = Figure(figsize=(5, 5))
+    ax = figure.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    curves = ((raw, "raw", "tab:red"), (calibrated, f"temperature T = {temperature:.2f}", "tab:blue"))
+    for bins, label, colour in curves:
+        filled = bins["count"] > 0
+        sizes = 20 + 180 * bins["count"][filled] / max(1, bins["count"].max())
+        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], color=colour, alpha=0.7)
+        ax.scatter(bins["confidence"][filled], bins["accuracy"][filled], s=sizes, color=colour,
+                   edgecolor="black", linewidth=0.5, zorder=3, label=f"{label} (ECE {100 * bins['ece']:.1f}%)")
+    ax.set_xlim(-0.03, 1.03)  # bins at accuracy 0 or 1 stay visible
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("mean confidence in bin (top-class probability)")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title(f"{title}: reliability on test" if title else "reliability on test", fontsize="medium")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(alpha=0.3)
+    return figure
+
+
+_POINT_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def operating_points_figure(score: np.ndarray, is_positive: np.ndarray, points: Sequence, title: str = "") -> Figure:
+    """Test-set ROC and precision-recall curves of a binary task, with the operating points
+    (thresholds chosen on validation) marked where they land on test."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    figure = Figure(figsize=(10, 4.6), layout="constrained")
+    roc_ax, pr_ax = figure.subplots(1, 2)
+    fpr, tpr, _ = roc_curve(is_positive, score)
+    roc_ax.plot(fpr, tpr, color="tab:blue", label="test ROC")
+    roc_ax.plot([0, 1], [0, 1], linestyle="--", color="gray")
+    precision, recall, _ = precision_recall_curve(is_positive, score)
+    pr_ax.plot(recall, precision, color="tab:blue", label="test precision-recall")
+    pr_ax.axhline(np.mean(is_positive), linestyle="--", color="gray", label="prevalence")
+    for index, point in enumerate(points):
+        test = point.test
+        label = f"{point.rule} (t = {point.threshold:.3f})"
+        style = dict(marker=_POINT_MARKERS[index % len(_POINT_MARKERS)], s=70, color=f"C{index + 1}",
+                     edgecolor="black", zorder=3, label=label)
+        if test["sensitivity"] is not None and test["specificity"] is not None:
+            roc_ax.scatter(1 - test["specificity"], test["sensitivity"], **style)
+        if test["sensitivity"] is not None and test["ppv"] is not None:
+            pr_ax.scatter(test["sensitivity"], test["ppv"], **style)
+    # A little margin: operating points often sit on the axes' edges (sensitivity 1, specificity 1).
+    roc_ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="1 - specificity", ylabel="sensitivity")
+    pr_ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="recall (sensitivity)", ylabel="precision (PPV)")
+    roc_ax.set_title(f"{title}: ROC (test)", fontsize="medium")
+    pr_ax.set_title(f"{title}: precision-recall (test)", fontsize="medium")
+    for ax in (roc_ax, pr_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize="x-small")
+    return figure

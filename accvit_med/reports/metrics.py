@@ -3,8 +3,9 @@
 Precision, recall, F1, support and their macro/weighted averages match scikit-learn's
 ``classification_report`` (undefined ratios are 0, with a warning, as scikit-learn does).
 Beside them: sensitivity and specificity per class, balanced accuracy, one-vs-rest ROC-AUC per
-class and macro, quadratic weighted kappa (ordinal classes), expected calibration error and,
-on request, stratified bootstrap confidence intervals.
+class and macro, quadratic weighted kappa (ordinal classes), expected calibration error, Wilson
+score intervals for accuracy and each class's sensitivity, specificity, PPV and NPV, and, on
+request, bootstrap confidence intervals (over test images, or stratified by class).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from accvit_med.errors import UserError
 from accvit_med.reports import confusion
 from accvit_med.reports.bootstrap import CI_LEVEL, bootstrap_scores, percentile_interval
 from accvit_med.reports.calibration import DEFAULT_BINS, reliability_bins
+from accvit_med.reports.intervals import wilson
 from accvit_med.reports.ranking import one_vs_rest_auc
 
 # EyePACS's grades in their (ordinal) order; a run with exactly these classes gets kappa.
@@ -76,12 +78,15 @@ def classification_metrics(
     seed: int = 0,
     ece_bins: int = DEFAULT_BINS,
     warn: bool = True,
+    bootstrap: str = "rows",
 ) -> dict:
     """The metrics.json dict (plain Python floats, ints, strings and lists; JSON-ready).
 
     ``y_true``/``y_pred`` are class names or integer indices into ``classes``; ``y_prob`` is an
-    optional (n, k) array of probabilities in ``classes`` order. ``n_boot`` > 0 adds stratified
-    bootstrap 95% intervals (seeded by ``seed``) under ``"ci"``. Undefined values (AUC of a
+    optional (n, k) array of probabilities in ``classes`` order. ``n_boot`` > 0 adds 95%
+    bootstrap intervals (seeded by ``seed``; ``bootstrap`` "rows" resamples test images,
+    "stratified" resamples within each class) under ``"ci"``. Wilson intervals of accuracy are
+    under ``"wilson"``, those of each class's proportions under ``per_class[c]["wilson"]``. Undefined values (AUC of a
     class absent from the test set, kappa of a single-class test set) are ``None``, and every
     undefined metric is explained in ``"notes"`` (and warned about, unless ``warn=False``).
     """
@@ -112,10 +117,14 @@ def classification_metrics(
             notes.append(f"class '{name}' is absent from the test set: its recall and F1 are "
                          "undefined and set to 0, and its AUC is undefined")
 
+    tp = np.diagonal(cm).astype(np.int64)
+    fp, fn = cm.sum(axis=0) - tp, cm.sum(axis=1) - tp
+    tn = n - tp - fp - fn
     result: dict = {
         "classes": classes,
         "n": n,
         "accuracy": float(confusion.accuracy(cm)),
+        "wilson": {"accuracy": wilson(int(tp.sum()), n)},
         "balanced_accuracy": float(confusion.balanced_accuracy(cm)),
     }
     for name in ("precision", "recall", "f1"):
@@ -136,6 +145,15 @@ def classification_metrics(
             "sensitivity": float(scores["recall"][c]),
             "specificity": float(scores["specificity"][c]),
             "auc": _nan_to_none(auc[c]),
+            # PPV is the precision; NPV = tn / (tn + fn), 0 when never predicted negative.
+            "ppv": float(scores["precision"][c]),
+            "npv": float(tn[c] / (tn[c] + fn[c])) if tn[c] + fn[c] else 0.0,
+            "wilson": {
+                "sensitivity": wilson(tp[c], tp[c] + fn[c]),
+                "specificity": wilson(tn[c], tn[c] + fp[c]),
+                "ppv": wilson(tp[c], tp[c] + fp[c]),
+                "npv": wilson(tn[c], tn[c] + fn[c]),
+            },
         }
         for c, name in enumerate(classes)
     }
@@ -159,8 +177,9 @@ def classification_metrics(
     result["confusion_matrix"] = cm.astype(int).tolist()
 
     if n_boot > 0:
-        distribution = bootstrap_scores(true_idx, [(pred_idx, probs)], k, n_boot, seed, ordinal)[0]
+        distribution = bootstrap_scores(true_idx, [(pred_idx, probs)], k, n_boot, seed, ordinal, bootstrap)[0]
         result["ci"] = confidence_intervals(distribution)
+        result["bootstrap"] = bootstrap
         result["ci_level"] = CI_LEVEL
         result["n_boot"] = int(n_boot)
         result["seed"] = int(seed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 Cell = float | int | str | None
 
@@ -162,26 +162,38 @@ def p_value_text(p_value: float | None, n_boot: int) -> str:
     return f"<{1 / n_boot:.2g}" if p_value == 0 else f"{p_value:.3f}"
 
 
-def clinical_table(dataset: str, runs: Mapping[str, dict]) -> Table:
-    """Per-class sensitivity, specificity and one-vs-rest AUC per model, with a count column."""
+def clinical_table(dataset: str, runs: Mapping[str, dict], grouped: Collection[str] = ()) -> Table:
+    """Per-class sensitivity, specificity, one-vs-rest AUC, PPV and NPV per model (proportions with
+    their Wilson interval, except for the seed groups named in ``grouped``: means over seeds)."""
     first = next(iter(runs.values()))
     table = Table(
-        caption=f"Per-class sensitivity, specificity and one-vs-rest AUC on {dataset} (test set)",
+        caption=f"Per-class sensitivity, specificity, one-vs-rest AUC, PPV and NPV on {dataset} "
+                "(test set; [95% Wilson score interval])",
         row_header="class",
-        groups=[*((model, ["sensitivity", "specificity", "AUC"]) for model in runs), ("", ["count"])],
-        decimals=4,
+        groups=[*((model, ["sensitivity", "specificity", "AUC", "PPV", "NPV"]) for model in runs),
+                ("", ["count"])],
+        decimals=3,
     )
+
+    def proportion(scores: dict, key: str, label: str) -> Cell:
+        interval = scores.get("wilson", {}).get(key) if label not in grouped else None
+        if interval is None:
+            return scores[key]
+        return interval_text(scores[key], interval["low"], interval["high"], scale=1, decimals=3)
+
     for name in first["classes"]:
         cells: list[Cell] = []
-        for metrics in runs.values():
+        for label, metrics in runs.items():
             scores = metrics["per_class"][name]
-            cells += [scores["sensitivity"], scores["specificity"],
-                      "undefined" if scores["auc"] is None else scores["auc"]]
+            cells += [proportion(scores, "sensitivity", label), proportion(scores, "specificity", label),
+                      "undefined" if scores["auc"] is None else scores["auc"],
+                      proportion(scores, "ppv", label), proportion(scores, "npv", label)]
         table.rows.append((name, [*cells, first["per_class"][name]["support"]]))
     cells = []
     for metrics in runs.values():
-        specificity = [metrics["per_class"][name]["specificity"] for name in metrics["classes"]]
-        cells += [metrics["balanced_accuracy"], sum(specificity) / len(specificity),
-                  "undefined" if metrics["macro_auc"] is None else metrics["macro_auc"]]
+        mean = {key: sum(metrics["per_class"][c][key] for c in metrics["classes"]) / len(metrics["classes"])
+                for key in ("specificity", "ppv", "npv")}
+        cells += [metrics["balanced_accuracy"], mean["specificity"],
+                  "undefined" if metrics["macro_auc"] is None else metrics["macro_auc"], mean["ppv"], mean["npv"]]
     table.rows.append(("macro avg (sensitivity: balanced accuracy)", [*cells, first["n"]]))
     return table

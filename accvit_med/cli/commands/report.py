@@ -34,6 +34,12 @@ def report(
     paired: bool = typer.Option(True, "--paired/--no-paired",
                                 help="Paired bootstrap differences (needs the same test images)."),
     ece_bins: int = typer.Option(15, "--ece-bins", help="Equal-width confidence bins for ECE."),
+    bootstrap: str = typer.Option(
+        "rows", "--bootstrap",
+        help="Bootstrap resamples: rows (test images drawn with replacement) or stratified (within each class)."),
+    positive: Optional[str] = typer.Option(
+        None, "--positive", metavar="CLASS[,CLASS...]",
+        help="Positive classes of a binary task to report at operating points (beside the data set's own tasks)."),
 ) -> None:
     """Per-class metrics with confidence intervals, the paper's tables (Markdown, CSV, LaTeX),
     confusion matrices and calibration figures for one or many runs.
@@ -47,76 +53,79 @@ def report(
       accvit-med report mine=preds.csv theirs=other.csv --dataset busi
     """
     from accvit_med.errors import UserError
-    from accvit_med.reports import resolve_input, write_report
+    from accvit_med.reports import ReportSettings, resolve_input, write_report
 
     if model is not None and len(inputs) > 1:
         raise UserError("--model names a single input; label several inputs as MODEL=PATH")
+    settings = ReportSettings(seed=seed, n_boot=n_boot, split=split, paired=paired, reference=reference,
+                              ece_bins=ece_bins, bootstrap=bootstrap, progress=True,
+                              positive=tuple(c.strip() for c in positive.split(",") if c.strip()) if positive else ())
+    settings.check()
     runs = [resolve_input(spec, split, dataset, model, True if ordinal else None) for spec in inputs]
     if out is None:
         names = sorted({run.dataset for run in runs})
         out = Path("reports") / (names[0] if len(names) == 1 else "comparison")
-    result = write_report(runs, out, seed=seed, n_boot=n_boot, split=split, paired=paired,
-                          reference=reference, ece_bins=ece_bins, progress=True)
-    _print_summary(result, n_boot)
+    _print_summary(write_report(runs, out, settings))
 
 
-def _print_summary(result, n_boot: int) -> None:
+def _print_summary(result) -> None:
     """The headline numbers (one decimal: the files hold the full tables) and the notes."""
     from rich.console import Console
     from rich.table import Table
 
-    from accvit_med.reports.report import COMPARED_METRICS
-    from accvit_med.reports.tables import interval_text, p_value_text
+    from accvit_med.reports.render import headline_rows, interval_methods, paired_cells
 
     console = Console()
-    table = Table(title="Test-set metrics (%, 95% bootstrap CI)")
-    for column in ("dataset", "model", "n", "accuracy", "macro-F1", "macro-AUC", "QW kappa", "ECE"):
+    table = Table(title="Test-set metrics (%)", caption=interval_methods(result.settings))
+    columns = {"n": "n", "accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro-AUC",
+               "quadratic_weighted_kappa": "QW kappa", "ece": "ECE"}
+    for column in ("dataset", "model", *columns.values()):
         # Names never wrap (they are what a reader looks for); numbers wrap at their spaces.
         table.add_column(column, justify="left" if column in ("dataset", "model") else "right",
                          no_wrap=column in ("dataset", "model"))
-    for dataset, runs in result.datasets.items():
-        for run in runs:
-            m = run.metrics
-            ci = m.get("ci", {})
-
-            def cell(key: str) -> str:
-                bounds = ci.get(key, {})
-                return interval_text(m[key], bounds.get("low"), bounds.get("high"), decimals=1)
-
-            table.add_row(dataset, run.name, str(m["n"]), cell("accuracy"), cell("macro_f1"),
-                          cell("macro_auc"), cell("quadratic_weighted_kappa") if m["ordinal"] else "–",
-                          "–" if m["ece"] is None else f"{100 * m['ece']:.1f}")
-    for dataset, groups in result.seed_groups.items():
-        from accvit_med.reports.seeds import mean_sd_text
-
-        for group in groups:  # runs that differ only by seed: mean ± sd over the seeds
-            m, sd = group.mean, group.sd
-            text = lambda key: mean_sd_text(m.get(key), sd.get(key), decimals=1)  # noqa: E731
-            table.add_row(dataset, group.label, str(m["n"]), text("accuracy"), text("macro_f1"), text("macro_auc"),
-                          text("quadratic_weighted_kappa") if m["ordinal"] else "–", text("ece"))
+    for dataset, label, cells in headline_rows(result.scores, per_seed=True, decimals=1):
+        table.add_row(dataset, label, *(cells[key] for key in columns))
     console.print(table)
-    if result.comparisons:
-        paired = Table(title="Paired bootstrap differences (points; * = CI excludes 0)")
-        metrics = [m for m in COMPARED_METRICS if any(c["metric"] == m for c in result.comparisons)]
-        for column in ("dataset", "comparison", *metrics):
-            paired.add_column(column, justify="left" if column in ("dataset", "comparison") else "right",
-                              no_wrap=column in ("dataset", "comparison"))
-        rows: dict[tuple, dict] = {}
-        for c in result.comparisons:
-            rows.setdefault((c["dataset"], c["reference"], c["baseline"]), {})[c["metric"]] = c
-        for (dataset, reference, baseline), found in rows.items():
-            cells = []
+    for dataset, scores in result.scores.items():
+        if not scores.comparisons:
+            continue
+        metrics, pairs = paired_cells(scores.comparisons, result.settings.n_boot, decimals=1)
+        paired = Table(title=f"Paired bootstrap differences on {dataset} (points; * = CI excludes 0)")
+        for column in ("comparison", *metrics):
+            paired.add_column(column, justify="left" if column == "comparison" else "right",
+                              no_wrap=column == "comparison")
+        for (reference, baseline), found in pairs.items():
+            texts = []
             for metric in metrics:
-                c = found.get(metric)
-                if c is None or c["difference"] is None:
-                    cells.append("–")
-                    continue
-                text = interval_text(c["difference"], c["ci_low"], c["ci_high"], decimals=1)
-                p_text = p_value_text(c["p_value"], n_boot)
-                p_text = f"p{p_text}" if p_text.startswith("<") else f"p={p_text}"
-                cells.append(f"{text}{' *' if c['significant'] else ''} {p_text}")
-            paired.add_row(dataset, f"{reference} - {baseline}", *cells)
+                text, p_text = found.get(metric, ("–", None))
+                if p_text is not None:
+                    text += f" p{p_text}" if p_text.startswith("<") else f" p={p_text}"
+                texts.append(text)
+            paired.add_row(f"{reference} - {baseline}", *texts)
         console.print(paired)
+    for line in _evidence_lines(result.sections):
+        console.print(line, markup=False, highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     console.print(f"report: {result.out_dir / 'report.md'}", markup=False, highlight=False)
+
+
+def _evidence_lines(sections: dict) -> list[str]:
+    """One line per calibrated run and per clinical task (its Youden point); the files hold the rest."""
+    lines = []
+    for dataset, runs in sections.get("calibration", {}).items():
+        for name, found in runs.items():
+            raw, calibrated = found["test_raw"], found["test_calibrated"]
+            lines.append(f"calibration {dataset}/{name}: T = {found['temperature']:.2f} (fitted on validation), "
+                         f"test ECE {100 * raw['ece']:.1f}% -> {100 * calibrated['ece']:.1f}%, "
+                         f"NLL {raw['nll']:.3f} -> {calibrated['nll']:.3f}")
+    for dataset, tasks in sections.get("operating_points", {}).items():
+        for task, runs in tasks.items():
+            for name, found in runs.items():
+                point = found["points"][0]["test"]
+                rates = ", ".join(f"{label} {'–' if point[key] is None else f'{100 * point[key]:.1f}%'}"
+                                  for key, label in (("sensitivity", "sens"), ("specificity", "spec"),
+                                                     ("ppv", "PPV"), ("npv", "NPV")))
+                auroc = "–" if found["auroc"] is None else f"{found['auroc']:.3f}"
+                lines.append(f"{task} {dataset}/{name}: AUROC {auroc}; at Youden's J from validation: {rates} (test)")
+    return lines
