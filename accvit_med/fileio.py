@@ -20,7 +20,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # it names a random temporary name nobody knows of: name our file
+        err.filename, err.filename2 = str(path), None
+        raise
     try:
         # mkstemp makes the file private (0600); what we write is meant to be shared as the user's
         # umask says (0644 by default), like a file written with open().
@@ -30,9 +34,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename in (None, tmp):
+            # A full disk reported by write() or fsync() names no file, and a failed rename names
+            # the temporary one (gone now): the error is about the file we were writing.
+            err.filename, err.filename2 = str(path), None
         raise
 
 

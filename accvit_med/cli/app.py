@@ -18,22 +18,38 @@ import typer
 from typer.core import TyperGroup
 
 from accvit_med import __version__
-from accvit_med.errors import UserError
+from accvit_med.errors import UserError, file_system_error
 
 PROG = "accvit-med"
 
 
 class _Group(TyperGroup):
-    """Turns a UserError raised anywhere below into the one-line contract (unless --debug)."""
+    """Turns a UserError raised anywhere below into the one-line contract (unless --debug).
+
+    So does an OSError of the file system (disk full, read-only, a folder in the way...): whichever
+    command met it, :func:`accvit_med.errors.file_system_error` words it. Other OSErrors are bugs and
+    keep their traceback.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as err:
-            if ctx.meta.get("accvit_med.debug"):
+            self._fail(ctx, err)
+        except OSError as err:
+            line = file_system_error(err)
+            if line is None:
                 raise
-            typer.echo(f"{PROG}: error: {err}", err=True)
-            raise typer.Exit(code=err.exit_code) from None
+            self._fail(ctx, line, cause=err)
+
+    @staticmethod
+    def _fail(ctx, err: UserError, cause: Optional[BaseException] = None) -> None:
+        if ctx.meta.get("accvit_med.debug"):
+            if cause is not None:
+                raise cause
+            raise err
+        typer.echo(f"{PROG}: error: {err}", err=True)
+        raise typer.Exit(code=err.exit_code) from None
 
 
 app = typer.Typer(

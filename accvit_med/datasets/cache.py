@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from accvit_med.datasets.imagepolicy import CACHE_FOLDER, POLICY_VERSION, open_image
+from accvit_med.datasets.imagepolicy import CACHE_FOLDER, POLICY_VERSION, UnreadableImage, open_image, path_problem
 from accvit_med.datasets.transforms import GEOMETRY_VERSION, resize_and_center_crop
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_bytes
@@ -106,6 +106,10 @@ def fill_cache(
 ) -> tuple[int, Path]:
     """Make every missing entry for ``paths`` (relative to ``root``); returns (how many made, folder)."""
     root = Path(root)
+    for path in paths:  # the policy's rules on paths (symlinks leaving the root...); decoding checks the rest
+        problem = path_problem(root / path, root)
+        if problem is not None:
+            raise UnreadableImage(root / path, problem)
     folder = Path(cache_dir) if cache_dir else default_cache_dir(root)
     jobs = [(str(folder), str(root / p), size) for p in paths]
     made = 0

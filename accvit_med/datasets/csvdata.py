@@ -3,7 +3,8 @@
 ``--data-dir`` is the CSV file itself, or the folder holding it (``labels.csv``, or its only
 ``.csv``). Paths are relative to the CSV's folder, which is the data root; a path that leads
 outside it (``../``, or an absolute path elsewhere) is refused, so a split never silently mixes
-in files from another data set.
+in files from another data set. Listed hidden and AppleDouble files are left out (with a note), as a
+folder scan leaves them out; symlinks and damaged images meet the image policy like any adapter's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from accvit_med.datasets.base import SampleTable, finish_frame, read_table, require_columns
+from accvit_med.datasets.imagepolicy import listed_candidates
 from accvit_med.errors import UserError
 
 DEFAULT_NAME = "labels.csv"
@@ -30,6 +32,15 @@ def load(root: str | os.PathLike) -> SampleTable:
         if empty.any():
             raise UserError(f"row {int(empty.idxmax()) + 2} of '{csv_path}' has an empty '{column}'; fill it in or remove the row")
     paths = [_inside(root, p, csv_path) for p in frame["path"]]
+    # The rule a folder scan applies: a hidden or AppleDouble file is never a sample.
+    kept, left_out = listed_candidates(paths)
+    notes = []
+    if left_out:
+        dropped = set(left_out)
+        frame = frame[[p not in dropped for p in paths]].reset_index(drop=True)
+        paths = kept
+        notes.append(f"left out {len(left_out)} listed file(s) that are never image inputs (hidden, AppleDouble "
+                     f"._*, OS files), e.g. '{left_out[0]}'")
     missing = [p for p in paths if not (root / p).is_file()]
     if missing:
         raise UserError(
@@ -42,7 +53,8 @@ def load(root: str | os.PathLike) -> SampleTable:
     has_groups = "group" in frame.columns
     groups = frame["group"].where(frame["group"] != "", pd.Series(paths)) if has_groups else pd.Series(paths)
     table = pd.DataFrame({"path": paths, "label": frame["label"], "group": groups})
-    return SampleTable("csv", root, finish_frame(table), sorted(set(table["label"])), has_groups=has_groups)
+    return SampleTable("csv", root, finish_frame(table), sorted(set(table["label"])), has_groups=has_groups,
+                       notes=notes)
 
 
 def _find_csv(path: Path) -> Path:

@@ -9,8 +9,15 @@ pretrain, demo) goes through this module, so a file is treated the same way ever
   photo stored sideways is turned upright) and refuses, as "unreadable: REASON", a zero-byte file,
   a non-image, a truncated file and a decompression bomb (more pixels than
   ``PIL.Image.MAX_IMAGE_PIXELS``).
+- **Symlinks.** Below a data root, a file whose resolved target lies outside the root is refused
+  as "points outside the data root (to TARGET)".
+- **One verdict.** :func:`image_problem` applies all of the above to one path (:func:`path_problem`
+  the rules that need no decoding), so every adapter (folder, csv, ham10000, eyepacs, busi) and
+  every command's inputs (predict, gradcam) get the same answer for the same file. Scans skip
+  non-candidates (:func:`is_candidate_name`); listings drop them (:func:`listed_candidates`), so
+  a label CSV naming ``._x.jpg`` gives the split a folder scan gives.
 - **Consequences.** The caller refuses an unreadable image in one line naming it, or, where the
-  command has ``--skip-bad``, leaves it out and lists it.
+  command has ``--skip-bad`` (or ``split --check``), leaves it out and lists it.
 
 :data:`POLICY_VERSION` is part of the image-cache key: a change here decodes the images again
 instead of reusing pixels cached under the old policy.
@@ -21,7 +28,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -31,6 +38,7 @@ from accvit_med.errors import UserError
 POLICY_VERSION = 2
 CACHE_FOLDER = ".accvit-cache"
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+NOT_AN_INPUT = "a hidden or system file, never an image input"
 
 # We refuse bombs ourselves (with a one-line reason); Pillow's own warning would print two lines.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -111,12 +119,43 @@ def open_image(path: str | os.PathLike, draft_size: Optional[int] = None) -> Ima
         raise UnreadableImage(path, _first_line(err)) from None
 
 
-def image_problem(path: str | os.PathLike, root: Optional[str | os.PathLike] = None) -> Optional[str]:
-    """None if ``path`` is readable under the policy, else the reason ("missing file", ...)."""
+def listed_candidates(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``paths`` (relative to a data root, as a label file lists them) split into (kept, left out).
+
+    A listing is held to the rule a scan applies: what a folder scan would never take as input
+    (a hidden file or folder, an AppleDouble ``._*`` file, OS debris) is not a sample either.
+    """
+    kept, left_out = [], []
+    for path in paths:
+        (kept if is_candidate(path) else left_out).append(path)
+    return kept, left_out
+
+
+def path_problem(path: str | os.PathLike, root: Optional[str | os.PathLike] = None) -> Optional[str]:
+    """The rules that need no decoding: None, or why ``path`` is never an input.
+
+    Below ``root`` every part of the path counts (``data/.trash/x.png`` is out) and a symlink
+    must stay inside it; without a root (a file named on the command line) only the file's name does.
+    """
+    candidate = is_candidate(path, root) if root is not None else is_candidate_name(Path(path).name)
+    if not candidate:
+        return NOT_AN_INPUT
     if root is not None:
         target = outside_root(path, root)
         if target is not None:
             return f"points outside the data root (to {target})"
+    return None
+
+
+def image_problem(path: str | os.PathLike, root: Optional[str | os.PathLike] = None,
+                  decode: bool = True) -> Optional[str]:
+    """None if ``path`` is an input the policy accepts, else the reason ("missing file", ...).
+
+    ``decode=False`` applies only :func:`path_problem` (for an image decoded before, e.g. cached).
+    """
+    problem = path_problem(path, root)
+    if problem is not None or not decode:
+        return problem
     try:
         open_image(path, draft_size=64)
     except UnreadableImage as err:

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from accvit_med.datasets.cache import ImageCache, decode_resized
-from accvit_med.errors import UserError
+from accvit_med.errors import UserError, file_system_error
 
 
 class ImageReadError(UserError):
@@ -67,6 +67,11 @@ class SplitImageDataset(Dataset):
             return decode_resized(source, self.image_size)
         except UserError as err:
             raise ImageReadError(str(err)) from None
+        except OSError as err:  # e.g. a full disk under the cache: a worker's OSError loses its errno
+            line = file_system_error(err)
+            if line is None:
+                raise
+            raise ImageReadError(str(line)) from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         return self.transform(self.load_image(index)), self.targets[index], index

@@ -36,10 +36,14 @@ CSV_COLUMNS = ("path", "label", "run", "explained", "pred", "prob_pred", "overla
 
 @dataclass(frozen=True)
 class CamImage:
-    """An image to explain and, when known (test-set errors), its true class."""
+    """An image to explain and, when known (test-set errors), its true class.
+
+    ``root``: the data root (or folder given) it was found under, whose symlink rule applies.
+    """
 
     path: Path
     label: Optional[str] = None
+    root: Optional[Path] = None
 
 
 @dataclass
@@ -65,7 +69,7 @@ def misclassified_images(run: LoadedRun, limit: Optional[int] = None, data_dir: 
     confidence = predictions.probs[wrong].max(axis=1)
     wrong = wrong[np.argsort(-confidence, kind="stable")][:limit]
     root = Path(data_dir) if data_dir is not None else Path(run.config["data_root"])
-    images = [CamImage(root / predictions.paths[i], str(predictions.labels[i])) for i in wrong]
+    images = [CamImage(root / predictions.paths[i], str(predictions.labels[i]), root) for i in wrong]
     missing = next((image.path for image in images if not image.path.is_file()), None)
     if missing is not None:
         raise UserError(f"test image '{missing}' of run '{run.path}' does not exist; pass --data-dir if the data moved")
@@ -164,7 +168,8 @@ def explain_images(
     if len(targets) != len(runs):
         raise ValueError(f"{len(targets)} Grad-CAM targets for {len(runs)} runs")
     class_indices = [_explained_index(run, class_name) for run in runs]
-    check_readable([image.path for image in images], skip_bad=False, progress=progress)
+    check_readable([image.path for image in images], skip_bad=False, progress=progress,
+                   roots={image.path: image.root for image in images})
 
     out = Path(out)
     labels = _run_labels(runs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Optional
 
 
 from accvit_med.datasets.imagecheck import find_unreadable
@@ -24,7 +24,15 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
     A path named twice (or found under two folders given) is listed once, at its first place.
     """
-    found: dict[Path, None] = {}
+    return list(image_roots(inputs))
+
+
+def image_roots(inputs: Iterable[str | os.PathLike]) -> dict[Path, Optional[Path]]:
+    """:func:`collect_images`' paths, each with the folder it was found under (None: named as is).
+
+    That folder is the image's data root for the image policy: a symlink below it may not lead out.
+    """
+    found: dict[Path, Optional[Path]] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -32,26 +40,40 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
                            and is_candidate(p, path))
             if not below:
                 raise UserError(f"folder '{path}' holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); pass another folder")
-            found.update(dict.fromkeys(below))
+            for image in below:
+                found.setdefault(image, path)
         elif path.is_file():
-            found[path] = None
+            found.setdefault(path, None)
         else:
             raise UserError(f"'{path}' does not exist; pass image files or folders of images")
     if not found:
         raise UserError("no images given; pass image files or folders of images")
-    return list(found)
+    return found
 
 
-def check_readable(paths: list[Path], skip_bad: bool, progress: bool = True) -> tuple[list[Path], list[tuple[str, str]]]:
+def check_readable(paths: list[Path], skip_bad: bool, progress: bool = True,
+                   roots: Optional[Mapping[Path, Optional[Path]]] = None) -> tuple[list[Path], list[tuple[str, str]]]:
     """The readable ``paths`` and the (path, reason) of the others.
+
+    ``roots`` (from :func:`image_roots`): the folder each path was found under, whose symlink rule
+    applies; without it, every path counts as named on the command line.
 
     Every file is opened before any inference starts, so a damaged image 900 of 1,000 stops the
     command at once (or, with ``skip_bad``, is left out) instead of after the work on the first 899.
     """
-    problems = find_unreadable(Path("."), [str(p) for p in paths], progress=show_progress(progress))
+    roots = roots or {}
+    by_root: dict[Optional[Path], list[Path]] = {}
+    for path in paths:
+        by_root.setdefault(roots.get(path), []).append(path)
+    reasons: dict[str, str] = {}
+    for root, members in by_root.items():
+        relative = [str(p) if root is None else p.relative_to(root).as_posix() for p in members]
+        found = find_unreadable(root, relative, progress=show_progress(progress))
+        by_relative = dict(zip(relative, members))
+        reasons.update({str(by_relative[rel]): reason for rel, reason in found})
+    problems = [(str(p), reasons[str(p)]) for p in paths if str(p) in reasons]
     if problems and not skip_bad:
         first, reason = problems[0]
         more = f" (and {len(problems) - 1} more unreadable)" if len(problems) > 1 else ""
         raise UserError(f"cannot read image '{first}' ({reason}){more}; remove or replace it, or pass --skip-bad")
-    bad = {path for path, _ in problems}
-    return [p for p in paths if str(p) not in bad], problems
+    return [p for p in paths if str(p) not in reasons], problems

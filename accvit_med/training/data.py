@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -101,19 +101,20 @@ def eval_loader(dataset: SplitImageDataset, config: FinetuneConfig, ctx: DistCon
     )
 
 
-def check_images(data: RunData, progress: bool = False) -> None:
-    """Open every image of the run under the image policy; the first bad one is a one-line UserError.
+def check_images(data: RunData, progress: bool = False, parts: Sequence[str] = ("train", "val", "test")) -> None:
+    """Open every image of ``parts`` under the image policy; the first bad one is a one-line UserError.
 
     Images whose cache entry exists were decoded under this policy already (the entry's key holds
-    the policy version) and are not opened again, so a cached dataset is checked in moments.
+    the policy version) and are not decoded again, so a cached dataset is checked in moments; the
+    rules on their paths (hidden files, symlinks leaving the data root) still apply.
     """
     from accvit_med.datasets.imagecheck import find_unreadable
 
-    for part in (data.train, data.val, data.test):
-        paths = part.paths
+    for part in map(data.part, parts):
+        decoded = set()
         if part.cache is not None:
-            paths = [p for p in paths if not _cached(part.cache, part.root / p)]
-        problems = find_unreadable(part.root, paths, progress=progress)
+            decoded = {p for p in part.paths if _cached(part.cache, part.root / p)}
+        problems = find_unreadable(part.root, part.paths, progress=progress, decoded=decoded)
         if problems:
             first, reason = problems[0]
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

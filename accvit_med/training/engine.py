@@ -7,7 +7,7 @@
   marker, lock) by rank 0 with its verdict on every rank.
 - :class:`RunRecorder`: what a run leaves behind on rank 0: config.json (with versions and the
   command that started it), the epoch-0 checkpoint, ``last.pt``/``best.pt`` and history.csv after
-  each epoch, and the one-line messages for an interrupt or a diverged loss.
+  each epoch, and the one-line messages for an interrupt, a diverged loss or a full disk.
 
 What one epoch does stays with its task (:mod:`.finetune`, :mod:`.pretrain.engine`).
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from rich.console import Console
 
-from accvit_med.errors import TrainingDiverged, UserError
+from accvit_med.errors import FileSystemError, TrainingDiverged, UserError, file_system_error
 from accvit_med.fileio import check_writable
 from accvit_med.rundir.checkpoints import checkpoint_kind, load_checkpoint, save_checkpoint
 from accvit_med.rundir.claim import check_run_dir, prepare_run_dir, release_run_dir
@@ -136,6 +136,7 @@ class RunRecorder:
         self.ctx = ctx
         self.history_columns = tuple(history_columns)
         self.history = history
+        self.kept = len(history)  # epochs in last.pt as it is on disk
 
     @property
     def epochs_done(self) -> int:
@@ -173,6 +174,7 @@ class RunRecorder:
                 if on_best is not None:
                     on_best()
             save_checkpoint(self.run.last, state())
+            self.kept = len(self.history)
             write_history(self.run, self.history, self.history_columns)
             self.ctx.console.print(summary, soft_wrap=True)
         barrier(self.ctx.dist)
@@ -192,6 +194,13 @@ class RunRecorder:
                 f"training diverged: the loss became {err.value} at epoch {done + 1}, {step_name} {err.step}; "
                 f"stopped, {kept}; try a lower --lr (now {lr:g}), --no-amp, or gradient clipping ({clip_hint})"
             ) from None
+        except OSError as err:
+            line = file_system_error(err)
+            if line is None:
+                raise
+            # Checkpoints are written atomically: the one a full disk interrupted is still the last good one.
+            raise FileSystemError(f"{line}; '{self.run.last}' keeps epoch {self.kept}, the last good one: "
+                                  "continue with the same command plus --resume") from err
         except KeyboardInterrupt:
             if self.ctx.is_main:
                 done = self.epochs_done

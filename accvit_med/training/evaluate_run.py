@@ -93,6 +93,7 @@ def evaluate_run(
     model.to(target)
 
     data = rundata.build_run_data(split, config, for_training=False)
+    rundata.check_images(data, parts=[part])  # the image policy, as at training, before any inference
     # The validation criterion of training, so "loss" here is the number history.csv shows.
     weight = rundata.inverse_frequency_weights(data.train, len(classes)) if config.balance == "weights" else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)

@@ -38,13 +38,14 @@ def gradcam(
       accvit-med gradcam --run runs/ham10000/accvit_tiny/seed42 lesion1.jpg lesion2.jpg
     """
     from accvit_med.errors import UserError
-    from accvit_med.interpret import CamImage, collect_images, explain_images, load_run, misclassified_images
+    from accvit_med.interpret import CamImage, explain_images, load_run, misclassified_images
+    from accvit_med.interpret.images import image_roots
 
     if not images and not misclassified:
         raise UserError("nothing to explain; pass image files or folders, or --misclassified")
     if limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
-    chosen = [CamImage(path) for path in collect_images(images)] if images else []
+    chosen = [CamImage(path, root=root) for path, root in image_roots(images).items()] if images else []
     runs = [load_run(path, checkpoint=checkpoint, device=device) for path in run]
     if misclassified:
         errors = misclassified_images(runs[0], limit, data_dir)

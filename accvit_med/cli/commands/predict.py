@@ -39,7 +39,8 @@ def predict(
     from rich.table import Table
 
     from accvit_med.errors import UserError
-    from accvit_med.interpret import check_readable, collect_images, load_run, predict_images
+    from accvit_med.interpret import check_readable, load_run, predict_images
+    from accvit_med.interpret.images import image_roots
     from accvit_med.interpret.predict import TTA_CHOICES, default_workers
 
     if tta not in TTA_CHOICES:  # checked here too, before the model is loaded
@@ -50,9 +51,10 @@ def predict(
         if out.is_dir():
             raise UserError(f"--out '{out}' is a folder; pass a CSV file name, e.g. {out / 'predictions.csv'}")
         check_writable(out.parent)
-    paths = collect_images(inputs)
+    roots = image_roots(inputs)  # each image's folder: the symlink rule's data root
+    paths = list(roots)
     loaded = load_run(run, checkpoint=checkpoint, device=device)
-    paths, problems = check_readable(paths, skip_bad=skip_bad)
+    paths, problems = check_readable(paths, skip_bad=skip_bad, roots=roots)
     for path, reason in problems:
         typer.echo(f"skipped unreadable image '{path}' ({reason})", err=True)
     if not paths:
