@@ -177,3 +177,9 @@ def test_track_needs_its_package_and_a_known_name(split_csv, tmp_path, monkeypat
         assert result.exit_code == 2, result.output
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
         assert not out.exists()
+    # A sweep hands --track to its runs through the environment: both ends refuse a bad name.
+    result = runner.invoke(app, ["sweep", str(tmp_path / "plan.toml"), "--track", "wandb"])
+    assert result.exit_code == 2 and "--track must be one of" in result.stderr
+    result = runner.invoke(app, ["finetune", "--split", str(split_csv), "--out", str(tmp_path / "env")],
+                           env={"ACCVIT_MED_TRACK": "wandb"})
+    assert result.exit_code == 2 and "--track must be one of" in result.stderr and not (tmp_path / "env").exists()

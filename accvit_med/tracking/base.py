@@ -10,6 +10,8 @@ from typing import Callable, Optional, Protocol, Sequence
 from accvit_med.errors import UserError
 
 TRACK_CHOICES = ("tensorboard", "mlflow")
+TRACK_ENV = "ACCVIT_MED_TRACK"  # finetune's --track, when a sweep starts the runs
+EXPERIMENT_ENV = "ACCVIT_MED_MLFLOW_EXPERIMENT"
 INSTALL = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 # The run's files a tracker receives at the end (MLflow keeps them as artifacts).
 TRACKED_FILES = ("metrics.json", "config.json", "history.csv", "predictions_val.csv", "predictions_test.csv")
@@ -74,10 +76,22 @@ def check_track(track: Optional[str]) -> None:
         return
     if track not in TRACK_CHOICES:
         raise UserError(f"--track must be one of {', '.join(TRACK_CHOICES)}, got '{track}'")
-    try:
-        __import__(INSTALL[track])
-    except ImportError:
-        raise UserError(f"--track {track} needs the {INSTALL[track]} package; pip install 'accvit-med[tracking]'") from None
+    import importlib.util
+
+    try:  # found, not imported: a sweep checks it without loading the package
+        found = importlib.util.find_spec(INSTALL[track]) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        found = False
+    if not found:
+        raise UserError(f"--track {track} needs the {INSTALL[track]} package; pip install 'accvit-med[tracking]'")
+
+
+def share_tracking(track: str, experiment: str) -> None:
+    """Make every finetune run started from here (a sweep's, local or SLURM) track with ``track``,
+    MLflow runs grouped in ``experiment`` unless the user named one."""
+    check_track(track)
+    os.environ[TRACK_ENV] = track
+    os.environ.setdefault(EXPERIMENT_ENV, experiment)
 
 
 def _stderr(line: str) -> None:

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from accvit_med.fileio import atomic_write_json
-from accvit_med.tracking.base import flat_params, scalar_items
+from accvit_med.tracking.base import EXPERIMENT_ENV, flat_params, scalar_items
 
 ID_FILE = "mlflow.json"
-EXPERIMENT_ENV = "ACCVIT_MED_MLFLOW_EXPERIMENT"
 
 
 def tracking_uri() -> str:

@@ -32,7 +32,7 @@ def finetune(
     config: Optional[Path] = typer.Option(None, "--config", help="Recipe file (JSON, TOML or YAML) with any of these keys."),
     resume: ResumeOpt = False,
     force: ForceOpt = False,
-    track: Optional[str] = typer.Option(None, "--track", help="Also log the run to tensorboard (<run>/tensorboard/) or mlflow (MLFLOW_TRACKING_URI)."),
+    track: Optional[str] = typer.Option(None, "--track", envvar="ACCVIT_MED_TRACK", help="Also log the run to tensorboard (<run>/tensorboard/) or mlflow (MLFLOW_TRACKING_URI)."),
 ) -> None:
     """Fine-tune a model on a split and write a run directory.
 
