@@ -78,12 +78,22 @@ def _root(
     debug: bool = typer.Option(
         False, "--debug", envvar="ACCVIT_MED_DEBUG", help="Show full tracebacks for errors."
     ),
+    dicom_window: Optional[str] = typer.Option(
+        None, "--dicom-window", metavar="CENTER,WIDTH",
+        help="Window for greyscale DICOM images, e.g. 40,400 (default: each file's first window).",
+    ),
 ) -> None:
     """Transfer learning on medical images with ACC-ViT and torchvision baselines.
 
     The flow: split -> finetune -> report. Run `accvit-med COMMAND --help` for each step.
     """
     ctx.meta["accvit_med.debug"] = debug
+    if dicom_window is not None:
+        from accvit_med.datasets.dicom import WINDOW_ENV, parse_window
+
+        center, width = parse_window(dicom_window)
+        # An environment variable reaches data-loader workers and the runs a sweep starts.
+        os.environ[WINDOW_ENV] = f"{center:g},{width:g}"
 
 
 def _register_commands() -> None:

@@ -18,7 +18,7 @@ from accvit_med.datasets.imagepolicy import is_candidate_name
 from accvit_med.errors import UserError
 
 REQUIRED_COLUMNS = ("path", "label", "group")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 # Deep enough for "download/Dataset_BUSI_with_GT/benign/x.png" and ISIC's nested zips, shallow
 # enough that pointing at a home folder by mistake fails fast instead of walking the disk.
 SEARCH_DEPTH = 3

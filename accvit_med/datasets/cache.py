@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from accvit_med.datasets.dicom import cache_tag
 from accvit_med.datasets.imagepolicy import CACHE_FOLDER, POLICY_VERSION, UnreadableImage, open_image, path_problem
 from accvit_med.datasets.transforms import GEOMETRY_VERSION, resize_and_center_crop
 from accvit_med.errors import UserError
@@ -61,7 +62,8 @@ class ImageCache:
             stat = source.stat()
         except FileNotFoundError:
             raise UserError(f"image '{source}' does not exist; check --data-dir or rebuild the split") from None
-        key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}|{GEOMETRY_VERSION}|policy{POLICY_VERSION}"
+        key = (f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}|{GEOMETRY_VERSION}|policy{POLICY_VERSION}"
+               + cache_tag(source))  # a DICOM file under another --dicom-window has other pixels
         digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
         return self.folder / digest[:2] / f"{digest}.png"
 

@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from accvit_med.datasets.dicom import decode_dicom, is_dicom
 from accvit_med.errors import UserError
 
 # 2: EXIF orientation applied; bombs, zero-byte and hidden files refused (1: before this module).
@@ -96,6 +97,8 @@ def open_image(path: str | os.PathLike, draft_size: Optional[int] = None) -> Ima
         raise UserError(f"image '{path}' does not exist; check --data-dir or rebuild the split") from None
     except OSError as err:
         raise UnreadableImage(path, err.strerror or type(err).__name__) from None
+    if is_dicom(path):  # pydicom's reader and the display pipeline (window, MONOCHROME1), in .dicom
+        return decode_dicom(path)
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -12,9 +12,12 @@ The pipeline is split in two on purpose:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PIL import Image
-from torchvision import transforms as T
-from torchvision.transforms import InterpolationMode
+
+if TYPE_CHECKING:
+    from torchvision import transforms as T
 
 # The statistics every ImageNet-pretrained torchvision backbone (and ACC-ViT) was trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,12 +39,19 @@ def resize_and_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+# torchvision is imported by the functions that build a torch transform: the geometry step above
+# also serves ONNX Runtime inference, which runs without torch.
 def _normalise() -> T.Compose:
+    from torchvision import transforms as T
+
     return T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def train_transform(randaugment_ops: int = 2, randaugment_magnitude: int = 9) -> T.Compose:
     """RandAugment then ImageNet normalisation, for an image already at its final size."""
+    from torchvision import transforms as T
+    from torchvision.transforms import InterpolationMode
+
     ops = []
     if randaugment_ops > 0:
         ops.append(

@@ -6,28 +6,17 @@
 >>> explain_images([run], [CamImage(Path("scan.png"))], "gradcam/")
 """
 
-from accvit_med.interpret.explain import CamImage, GradcamResult, explain_images, misclassified_images
-from accvit_med.interpret.gradcam import CamBatch, CamTarget, grad_cam, registry_target
-from accvit_med.interpret.images import IMAGE_EXTENSIONS, check_readable, collect_images
-from accvit_med.interpret.predict import TTA_CHOICES, ImagePredictions, predict_images, predict_tensors
-from accvit_med.interpret.run import LoadedRun, load_run
+from accvit_med.lazy import lazy_exports
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "TTA_CHOICES",
-    "CamBatch",
-    "CamImage",
-    "CamTarget",
-    "GradcamResult",
-    "ImagePredictions",
-    "LoadedRun",
-    "check_readable",
-    "collect_images",
-    "explain_images",
-    "grad_cam",
-    "load_run",
-    "misclassified_images",
-    "predict_images",
-    "predict_tensors",
-    "registry_target",
-]
+# Imported on first use: ONNX Runtime inference collects and checks images through .images and
+# must not import torch, which the other modules need.
+_EXPORTS = {
+    "CamImage": "explain", "GradcamResult": "explain", "explain_images": "explain", "misclassified_images": "explain",
+    "CamBatch": "gradcam", "CamTarget": "gradcam", "grad_cam": "gradcam", "registry_target": "gradcam",
+    "IMAGE_EXTENSIONS": "images", "check_readable": "images", "collect_images": "images",
+    "TTA_CHOICES": "predict", "ImagePredictions": "predict", "predict_images": "predict",
+    "predict_tensors": "predict",
+    "LoadedRun": "run", "load_run": "run",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

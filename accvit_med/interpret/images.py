@@ -12,8 +12,8 @@ from accvit_med.datasets.imagepolicy import is_candidate
 from accvit_med.errors import UserError
 from accvit_med.progress import show_progress
 
-# What Pillow decodes among the formats medical image exports use (DICOM needs its own reader).
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# What Pillow decodes among the formats medical image exports use, and DICOM (read with pydicom).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"})
 
 
 def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:

@@ -11,7 +11,6 @@ only, appendix C.2), so TTA may help or hurt: measure it on the validation set b
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -19,32 +18,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from accvit_med.errors import UserError
-from accvit_med.fileio import atomic_write_text
+from accvit_med.interpret.results import TTA_CHOICES, ImagePredictions, check_tta, default_workers
 from accvit_med.interpret.run import LoadedRun
 from accvit_med.progress import progress_bar, show_progress
-from accvit_med.reports.predictions import predictions_csv
 
-TTA_CHOICES = ("none", "h", "hv")
-
-
-@dataclass
-class ImagePredictions:
-    """Softmax probabilities (n, k) of ``paths`` over ``classes``, rows in ``paths`` order."""
-
-    paths: list[str]
-    probabilities: np.ndarray
-    classes: list[str]
-
-    @property
-    def predicted(self) -> list[str]:
-        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
-
-    def to_csv(self) -> str:
-        """``path,pred,prob_<class>...``: the predictions CSV without a label column."""
-        return predictions_csv(self.paths, None, self.predicted, self.probabilities, self.classes)
-
-    def write_csv(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, self.to_csv())
+__all__ = ["TTA_CHOICES", "ImagePredictions", "default_workers", "predict_images", "predict_tensors", "tta_views"]
 
 
 def tta_views(images: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -60,8 +38,7 @@ def tta_views(images: torch.Tensor, tta: str) -> list[torch.Tensor]:
 @torch.inference_mode()
 def predict_tensors(run: LoadedRun, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
     """Mean softmax (B, k) of ``run``'s model over the TTA views of a normalised batch."""
-    if tta not in TTA_CHOICES:
-        raise UserError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got '{tta}'")
+    check_tta(tta)
     images = images.to(run.device)
     views = tta_views(images, tta)
     # Double precision for the average, as the training code writes its probabilities.
@@ -77,8 +54,7 @@ def predict_images(
     progress: bool = True,
 ) -> ImagePredictions:
     """Probabilities for every image of ``paths`` (in order), with the run's preprocessing."""
-    if tta not in TTA_CHOICES:
-        raise UserError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got '{tta}'")
+    check_tta(tta)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     dataset = run.dataset(paths)
@@ -93,7 +69,3 @@ def predict_images(
     probabilities = torch.cat(rows).numpy() if rows else np.zeros((0, len(run.classes)))
     return ImagePredictions([str(p) for p in paths], probabilities, list(run.classes))
 
-
-def default_workers() -> int:
-    """Data-loading processes when none are asked for: decoding is the bottleneck on CPU."""
-    return min(4, os.cpu_count() or 1)

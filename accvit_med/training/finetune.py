@@ -21,7 +21,8 @@ from accvit_med.devices import resolve_device
 from accvit_med.errors import TrainingDiverged, UserError
 from accvit_med.progress import EpochBar
 from accvit_med.rundir.checkpoints import check_classes, load_checkpoint, restore_rng_state, training_state
-from accvit_med.rundir.layout import RunDir, default_run_path
+from accvit_med.rundir.layout import RunDir, default_run_path, read_run_config
+from accvit_med.tracking import TRACKED_FILES, check_track, open_tracker
 from accvit_med.training import data as rundata
 from accvit_med.training.context import RunContext
 from accvit_med.training.distributed import broadcast_object
@@ -83,13 +84,16 @@ def finetune(
     command: Optional[list[str]] = None,
     console: Optional[Console] = None,
     on_recipe: Optional[Callable[[FinetuneConfig, bool], None]] = None,
+    track: Optional[str] = None,
 ) -> FinetuneResult:
     """Run (or resume) one fine-tuning run; returns its directory and test metrics.
 
     ``explicit`` names the fields the user set (on resume, the stored recipe fills the others);
     None means all of ``config``. ``on_recipe(config, resuming)`` receives the final recipe
-    before training starts (the CLI prints it).
+    before training starts (the CLI prints it). ``track``: also send the run to ``tensorboard``
+    or ``mlflow`` (:mod:`accvit_med.tracking`).
     """
+    check_track(track)
     console = console or Console(stderr=True)
     run = RunDir(resolve_run_path(config, out, name))
     checkpoint = check_start(run, resume, force, "finetune")
@@ -127,11 +131,11 @@ def finetune(
         # CPU runs are reproducible to the bit (what the resume guarantee is checked against).
         with algorithm_settings(ctx.device, deterministic_cpu=True):
             return _train(config, split, dataset, run, ctx, checkpoint, model, weights_spec, data, model_factory,
-                          command)
+                          command, track)
 
 
 def _train(config, split, dataset, run: RunDir, ctx: RunContext, checkpoint, model, weights_spec, data,
-           model_factory, command) -> FinetuneResult:
+           model_factory, command, track=None) -> FinetuneResult:
     classes = list(split.classes)
     num_classes = len(classes)
     if ctx.is_main and weights_spec["spec"] == "none":
@@ -218,6 +222,8 @@ def _train(config, split, dataset, run: RunDir, ctx: RunContext, checkpoint, mod
 
     recorder = RunRecorder(run, ctx, HISTORY_COLUMNS, history)
     recorder.start(run_config, lambda: state(0), resumed=checkpoint is not None, command=command)
+    tracker = open_tracker(track, run.path, ctx.is_main)
+    tracker.on_fit_start(read_run_config(run.path) if ctx.is_main else {})
     with recorder.stops(config.lr, clip_hint="clip_grad_norm in --config", best_epoch=lambda: best_epoch):
         for epoch in range(len(history) + 1, config.epochs + 1):
             if stopped_early:
@@ -231,6 +237,7 @@ def _train(config, split, dataset, run: RunDir, ctx: RunContext, checkpoint, mod
                 stopped_early = True
             recorder.end_epoch(row, lambda: state(epoch), _summary_line(row, config.epochs, improved, stopped_early),
                                best=(lambda: best_state(epoch)) if improved else None)
+            tracker.on_epoch_end(row)
 
     if not run.best.is_file():  # every validation loss was NaN: no weights to report
         raise TrainingDiverged(
@@ -246,6 +253,7 @@ def _train(config, split, dataset, run: RunDir, ctx: RunContext, checkpoint, mod
     metrics = {}
     if ctx.is_main:
         metrics = write_final_outputs(run, outputs, classes, bool(split.ordinal), checkpoint="best", epoch=best_epoch)
+        tracker.on_fit_end(metrics, [run.path / name for name in TRACKED_FILES])
         ctx.console.print(
             f"best epoch {best_epoch} (val loss {best_val_loss:.4f}); test accuracy {metrics['accuracy']:.4f}, "
             f"macro F1 {metrics['macro_f1']:.4f}; run directory '{run.path}'",

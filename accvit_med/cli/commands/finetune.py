@@ -32,6 +32,7 @@ def finetune(
     config: Optional[Path] = typer.Option(None, "--config", help="Recipe file (JSON, TOML or YAML) with any of these keys."),
     resume: ResumeOpt = False,
     force: ForceOpt = False,
+    track: Optional[str] = typer.Option(None, "--track", envvar="ACCVIT_MED_TRACK", help="Also log the run to tensorboard (<run>/tensorboard/) or mlflow (MLFLOW_TRACKING_URI)."),
 ) -> None:
     """Fine-tune a model on a split and write a run directory.
 
@@ -56,7 +57,7 @@ def finetune(
     try:
         result = run_finetune(
             resolved, out=None if out is None else str(out), name=name, resume=resume, force=force, explicit=explicit,
-            command=["accvit-med", *sys.argv[1:]], on_recipe=show_recipe,
+            command=["accvit-med", *sys.argv[1:]], on_recipe=show_recipe, track=track,
         )
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None

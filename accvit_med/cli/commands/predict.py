@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, RunOpt, WorkersOpt, shown
+from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, WorkersOpt, shown
 
 TABLE_ROWS_WITH_OUT = 20  # with --out the file holds everything; the terminal shows a preview
 
@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
 def predict(
     inputs: Annotated[List[Path], typer.Argument(metavar="IMAGES_OR_FOLDERS", help="Image files and/or folders (searched recursively).")],
-    run: RunOpt,
+    run: Optional[Path] = typer.Option(None, "--run", help="Run directory written by `accvit-med finetune`."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="Model exported by `accvit-med export` (ONNX Runtime, CPU; no PyTorch); instead of --run."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (path,pred,prob_<class>...); without it, only the table is printed."),
     checkpoint: CheckpointOpt = "best",
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, h (+ horizontal flip) or hv (+ horizontal and vertical flips)."),
@@ -34,17 +35,17 @@ def predict(
       accvit-med predict --run runs/busi/accvit_tiny/seed42 scans/ --out predictions.csv
 
       accvit-med predict --run runs/ham10000/swin_t/seed42 lesion.jpg --tta h
+
+      accvit-med predict --onnx export/accvit_tiny.onnx scans/
     """
-    from rich.console import Console
-    from rich.table import Table
-
+    # Only torch-free modules here: with --onnx, torch is never imported.
     from accvit_med.errors import UserError
-    from accvit_med.interpret import check_readable, load_run, predict_images
-    from accvit_med.interpret.images import image_roots
-    from accvit_med.interpret.predict import TTA_CHOICES, default_workers
+    from accvit_med.interpret.images import check_readable, image_roots
+    from accvit_med.interpret.results import check_tta, default_workers
 
-    if tta not in TTA_CHOICES:  # checked here too, before the model is loaded
-        raise UserError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got '{tta}'")
+    if (run is None) == (onnx is None):
+        raise UserError("pass either --run RUN (PyTorch) or --onnx FILE.onnx (ONNX Runtime)")
+    check_tta(tta)  # checked here too, before the model is loaded
     if out is not None:  # before any inference: an unwritable --out would waste all of it
         from accvit_med.fileio import check_writable
 
@@ -53,19 +54,39 @@ def predict(
         check_writable(out.parent)
     roots = image_roots(inputs)  # each image's folder: the symlink rule's data root
     paths = list(roots)
-    loaded = load_run(run, checkpoint=checkpoint, device=device)
+    if onnx is not None:
+        from accvit_med.deploy.runtime import load_onnx
+
+        loaded = load_onnx(onnx)
+        title = f"{loaded.label} (ONNX, epoch {loaded.sidecar.epoch}, TTA {tta})"
+    else:
+        from accvit_med.interpret.run import load_run
+
+        loaded = load_run(run, checkpoint=checkpoint, device=device)
+        title = f"{loaded.label} ({checkpoint}.pt, epoch {loaded.epoch}, TTA {tta})"
     paths, problems = check_readable(paths, skip_bad=skip_bad, roots=roots)
     for path, reason in problems:
         typer.echo(f"skipped unreadable image '{path}' ({reason})", err=True)
     if not paths:
         raise UserError("every image given is unreadable; nothing to predict")
-    result = predict_images(loaded, paths, tta=tta, batch_size=batch_size,
-                            workers=default_workers() if workers is None else workers)
+    workers = default_workers() if workers is None else workers
+    if onnx is not None:
+        result = loaded.predict(paths, tta=tta, batch_size=batch_size, workers=workers)
+    else:
+        from accvit_med.interpret.predict import predict_images
+
+        result = predict_images(loaded, paths, tta=tta, batch_size=batch_size, workers=workers)
     if out is not None:
         result.write_csv(out)
+    _print_table(result, title, out)
+
+
+def _print_table(result, title: str, out: Optional[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
     shown = len(result.paths) if out is None else min(len(result.paths), TABLE_ROWS_WITH_OUT)
-    table = Table(title=f"{loaded.label} ({checkpoint}.pt, epoch {loaded.epoch}, TTA {tta})")
+    table = Table(title=title)
     table.add_column("image", overflow="fold")
     table.add_column("pred")
     for name in result.classes:

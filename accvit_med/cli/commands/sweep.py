@@ -23,6 +23,7 @@ def sweep(
     status: bool = typer.Option(False, "--status", help="Print each run's state, last epoch, best val loss, test macro-F1 and job id."),
     force: bool = typer.Option(False, "--force", help="Start again the runs whose recipe differs from the plan's."),
     wait: bool = typer.Option(False, "--wait", help="slurm: return only when no run of the plan is queued or running."),
+    track: Optional[str] = typer.Option(None, "--track", help="Every run also logs to tensorboard or mlflow (one MLflow experiment per plan)."),
 ) -> None:
     """Run every data set x model x seed of a plan as an ordinary finetune run.
 
@@ -50,6 +51,10 @@ def sweep(
     if gpus is not None and launcher != "local":
         raise UserError("--gpus is for --launcher local; on SLURM set gpus_per_run in the plan's [slurm] table")
     gpu_list = _gpu_list(gpus)
+    if track is not None:
+        from accvit_med.tracking.base import share_tracking
+
+        share_tracking(track, f"accvit-med/sweep/{plan_file.stem}")
     if launcher == "slurm" and not (status or dry_run):
         from accvit_med.sweep.slurm import check_slurm
 
