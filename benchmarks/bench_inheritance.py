@@ -190,15 +190,15 @@ def tables(results: list[dict], args) -> str:
     for name in results[0]["task_a"]:
         lines.append(f"| {name} | {_mean_sd([r['task_a'][name]['accuracy'] for r in results])} | "
                      f"{_mean_sd([r['task_a'][name]['macro_f1'] for r in results])} |")
-    lines += ["", "| task B fine-tuning, test macro-F1 % | " + " | ".join(f"epoch {e}" for e in range(1, args.epochs + 1))
-              + " |", "|---|" + "---|" * args.epochs]
+    header = "| task B fine-tuning, test macro-F1 % | " + " | ".join(f"epoch {e}" for e in range(1, args.epochs + 1))
+    lines += ["", header + " |", "|---|" + "---|" * args.epochs]
     for start in results[0]["task_b"]:
         cells = [_mean_sd([r["task_b"][start][e] for r in results]) for e in range(args.epochs)]
         lines.append(f"| {args.student} from {start} | " + " | ".join(cells) + " |")
-    lines += ["", f"({args.per_class} training, {max(1, args.per_class // 2)} validation and test images per class, "
-              f"3 classes, 224 px, teacher up to {args.teacher_epochs} epochs (stops at {args.teacher_target}% "
-              f"validation accuracy; took {', '.join(str(r['teacher_epochs']) for r in results)}), "
-              f"batch {args.batch_size}, device {args.device})"]
+    took = ", ".join(str(r["teacher_epochs"]) for r in results)
+    lines += ["", (f"({args.per_class} training, {max(1, args.per_class // 2)} validation and test images per class, "
+                   f"3 classes, 224 px, teacher up to {args.teacher_epochs} epochs (stops at {args.teacher_target}% "
+                   f"validation accuracy; took {took}), batch {args.batch_size}, device {args.device})")]
     return "\n".join(lines)
 
 

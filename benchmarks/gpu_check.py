@@ -39,9 +39,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL_BUDGET_S = 480
@@ -80,12 +80,12 @@ class Context:
         self.commands.append(shlex.join(map(str, cmd)))
         if self.dry_run:
             return None
-        handle = open(self.log, "a", encoding="utf-8")
-        handle.write(f"$ {shlex.join(map(str, cmd))}\n")
-        handle.flush()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        return subprocess.Popen(list(map(str, cmd)), cwd=cwd or REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        with open(self.log, "a", encoding="utf-8") as handle:  # the child keeps its own copy of the file
+            handle.write(f"$ {shlex.join(map(str, cmd))}\n")
+            handle.flush()
+            return subprocess.Popen(list(map(str, cmd)), cwd=cwd or REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
 
     def wait(self, process: subprocess.Popen | None) -> int:
         if process is None:
@@ -182,10 +182,10 @@ def finetune_resume(ctx: Context):
     ok = code == 0 and history == list(range(1, epochs + 1)) and not retried
     result = {"exit_code": code, "killed_with_epochs_done": killed_after, "resume_refused_at_once": retried,
               "resume_seconds": round(time.monotonic() - started, 1), "history_epochs": history}
-    lines = [f"- killed (SIGKILL, main process) with epochs {killed_after} in history.csv"
-             if killed_after is not None else "- the first run ended before it could be killed",
-             f"- `--resume` {'was refused at once (lock still held) and worked 10 s later' if retried else 'started at once'}; "
-             f"exit {code}; history.csv epochs {history}"]
+    kill = (f"- killed (SIGKILL, main process) with epochs {killed_after} in history.csv"
+            if killed_after is not None else "- the first run ended before it could be killed")
+    how = "was refused at once (lock still held), then run 10 s later" if retried else "started at once"
+    lines = [kill, f"- `--resume` {how}; exit {code}; history.csv epochs {history}"]
     return ok, result, lines
 
 
@@ -211,7 +211,7 @@ def sweep(ctx: Context):
     if not ctx.dry_run:
         plan.write_text(SWEEP_PLAN.format(split=split.resolve()), encoding="utf-8")
     code, _ = ctx.run(ctx.cli("sweep", plan, "--gpus", "0"), cwd=ctx.out)
-    status_code, status = ctx.run(ctx.cli("sweep", plan, "--status"), cwd=ctx.out)
+    _, status = ctx.run(ctx.cli("sweep", plan, "--status"), cwd=ctx.out)
     done = sorted(str(p.parent.relative_to(ctx.out)) for p in (ctx.out / "sweep-runs").rglob("metrics.json"))
     ok = code == 0 and (ctx.dry_run or len(done) == 2)
     status_lines = [line for line in status.splitlines() if line.strip() and not line.startswith("$")]
@@ -229,9 +229,9 @@ def inheritance(ctx: Context):
     data = json.loads(result_file.read_text(encoding="utf-8"))
     teacher = [r["task_a"]["maxvit_t teacher (trained)"]["accuracy"] for r in data["results"]]
     learnt = min(teacher) >= 80.0
-    lines = [f"- teacher (MaxViT-T from scratch) test accuracy on task A per seed: "
-             f"{', '.join(f'{a:.1f}%' for a in teacher)} (chance 33.3%)"
-             + ("" if learnt else " -- the teacher did not learn task A: the rows below say nothing about inheritance"),
+    verdict = "" if learnt else " -- the teacher did not learn task A: the rows below say nothing about inheritance"
+    accuracies = ", ".join(f"{a:.1f}%" for a in teacher)
+    lines = [f"- teacher (MaxViT-T from scratch) test accuracy on task A per seed: {accuracies} (chance 33.3%){verdict}",
              "", data["markdown"]]
     return code == 0, {"exit_code": code, "teacher_accuracy": teacher, "teacher_learnt": learnt,
                        "results": data["results"], "settings": data["settings"]}, lines
@@ -279,7 +279,7 @@ def run_pieces(ctx: Context, pieces) -> list[dict]:
             status = "ok" if ok else "failed"
         except Overrun:
             status, result, markdown = f"overran its budget of {piece.budget_s} s (killed)", {}, []
-        except Exception as err:  # one piece's crash must not stop the others
+        except Exception as err:  # noqa: BLE001 -- one piece's crash must not stop the others
             status, result, markdown = f"error: {type(err).__name__}: {err}", {}, []
         seconds = round(time.monotonic() - started, 1)
         print(f"[{piece.name}] {status} ({seconds} s)", flush=True)
