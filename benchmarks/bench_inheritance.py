@@ -1,25 +1,36 @@
-"""Does inheriting MaxViT-T's weights help ACC-ViT? Measured on synthetic tasks on the CPU (not a test).
+"""Does inheriting MaxViT-T's weights help ACC-ViT? Measured on synthetic tasks (not a test).
 
 No real ImageNet weights can be downloaded here, so the mechanism is measured on what can be made:
 
-1. Task A (3 "skin" classes, 224 px): train a torchvision ``maxvit_t`` teacher from scratch.
-2. Inherit it into ``accvit_tiny`` (accvit_med.models.inheritance, the same code as
-   ``--weights maxvit_t``) and report task-A test accuracy WITHOUT any training: inherited ACC-ViT
-   vs the teacher vs a random ACC-ViT; then after one epoch of distillation (the pretrain
+1. Task A (3 "skin" classes, 224 px): train a torchvision ``maxvit_t`` teacher from scratch, until
+   its validation accuracy reaches ``--teacher-target`` or ``--teacher-epochs`` have passed. Its
+   test accuracy is reported first: unless it learnt task A, nothing below means anything.
+2. Inherit it into the student (``accvit_tiny``; accvit_med.models.inheritance, the same code as
+   ``--weights maxvit_t``) and report task-A test accuracy WITHOUT any training: inherited vs the
+   teacher vs a random student; then after ``--distill-epochs`` of distillation (the pretrain
    ``--teacher`` loss, weight 1) on task A's training images without their labels.
-3. Task B (3 "ultrasound" classes): fine-tune ``accvit_tiny`` from the inherited initialisation
-   and from random initialisation (new head each), test macro-F1 after every epoch.
+3. Task B (3 "ultrasound" classes): fine-tune the student from the inherited initialisation and
+   from random initialisation (new head each), test macro-F1 after every epoch.
 
-    nice .venv/bin/python benchmarks/bench_inheritance.py [--per-class 6] [--epochs 2] [--threads 2]
+Every seed repeats 1-3 (initialisations and batch order; the images are drawn once, from
+``--data-seed``). Models whose weights were trained get their BatchNorm statistics re-estimated on
+their training images before they are scored: MaxViT's BatchNorm momentum (0.01) leaves the running
+statistics of a short run far from the data, and eval-mode predictions then collapse to one class.
 
-Sizes are small on purpose (the CPU is shared); numbers vary with the seed, so read differences of
-a few points as noise.
+    python benchmarks/bench_inheritance.py                      # CPU-sized (minutes on 2 cores)
+    python benchmarks/bench_inheritance.py --device cuda --per-class 200 --teacher-epochs 20 \\
+        --epochs 5 --batch-size 32 --seeds 0,1,2 --json out.json
+
+Prints RESULT lines as it goes (a partial run keeps them), then the tables (mean and sd over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,13 +45,14 @@ from accvit_med.training.pretrain.distill import distillation_loss
 from accvit_med.training.pretrain.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = 224
+CLASSES = 3
 
 
-def make_task(style: str, classes: int, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``classes * per_class`` rendered images (normalised, 224 px) and their labels, shuffled."""
+def make_task(style: str, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``CLASSES * per_class`` rendered images (normalised, 224 px) and their labels, shuffled."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
-    for label in range(classes):
+    for label in range(CLASSES):
         for _ in range(per_class):
             images.append(render(rng, label + (3 if style == "ultrasound" else 0), (SIZE, SIZE), style))
             labels.append(label)
@@ -51,23 +63,39 @@ def make_task(style: str, classes: int, per_class: int, seed: int) -> tuple[torc
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch: int = 10) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return torch.cat([model(x[i : i + batch]).argmax(1).cpu() for i in range(0, len(x), batch)])
 
 
-def scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    pred = predict(model, x).numpy()
-    return 100.0 * float((pred == y.numpy()).mean()), 100.0 * f1_score(y.numpy(), pred, average="macro")
+def scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, float]:
+    pred = predict(model, x, batch).numpy()
+    truth = y.cpu().numpy()
+    return 100.0 * float((pred == truth).mean()), 100.0 * f1_score(truth, pred, average="macro")
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int) -> None:
+    """Running BatchNorm statistics = the exact mean over ``x`` of the batch statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for i in range(0, len(x), batch):
+        model(x[i : i + batch])
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
 
 
 def train_epoch(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, batch: int, seed: int,
                 teacher: nn.Module | None = None) -> float:
     """One epoch: cross-entropy on labels, or (with ``teacher``) the distillation loss alone."""
     model.train()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
     total, started = 0.0, time.perf_counter()
-    for step, i in enumerate(range(0, len(x), batch)):
+    for i in range(0, len(x), batch):
         index = order[i : i + batch]
         logits = model(x[index])
         if teacher is None:
@@ -80,82 +108,139 @@ def train_epoch(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, b
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(index)
-        done = i + len(index)
-        rate = done / (time.perf_counter() - started)
-        print(f"    step {step + 1}: {done}/{len(x)} images, {rate:.2f} img/s, ETA {(len(x) - done) / rate:.0f}s",
-              flush=True)
+    print(f"    epoch: {len(x)} images, {len(x) / (time.perf_counter() - started):.1f} img/s, "
+          f"loss {total / len(x):.3f}", flush=True)
     return total / len(x)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=6, help="training images per class (test: half)")
-    parser.add_argument("--teacher-epochs", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs on task B")
-    parser.add_argument("--batch-size", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    classes, test_per_class = 3, max(1, args.per_class // 2)
-    xa, ya = make_task("skin", classes, args.per_class, args.seed)
-    xa_test, ya_test = make_task("skin", classes, test_per_class, args.seed + 1)
-    xb, yb = make_task("ultrasound", classes, args.per_class, args.seed + 2)
-    xb_test, yb_test = make_task("ultrasound", classes, test_per_class, args.seed + 3)
-    rows: list[tuple[str, str, float, float]] = []
-
-    def record(task: str, name: str, accuracy: float, f1: float) -> None:
-        rows.append((task, name, accuracy, f1))
-        print(f"  RESULT | {task} | {name} | {accuracy:.1f} | {f1:.1f} |", flush=True)  # partial runs keep these
-
-    print("1. teacher: maxvit_t from scratch on task A", flush=True)
-    teacher = torchvision.models.maxvit_t(num_classes=classes)
-    optimizer = torch.optim.AdamW(teacher.parameters(), lr=1e-3, weight_decay=0.05)
+def train_teacher(args, data: dict, seed: int) -> tuple[nn.Module, int]:
+    """MaxViT-T from scratch on task A until ``--teacher-target`` validation accuracy (or the epochs)."""
+    torch.manual_seed(seed)
+    teacher = torchvision.models.maxvit_t(num_classes=CLASSES).to(args.device)
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=args.teacher_lr, weight_decay=0.05)
+    epochs = 0
     for epoch in range(1, args.teacher_epochs + 1):
-        loss = train_epoch(teacher, optimizer, xa, ya, args.batch_size, seed=epoch)
-        print(f"  teacher epoch {epoch}: loss {loss:.3f}, test acc/F1 {scores(teacher, xa_test, ya_test)}", flush=True)
-    teacher.eval().requires_grad_(False)
-    record("A", "maxvit_t teacher (trained)", *scores(teacher, xa_test, ya_test))
+        train_epoch(teacher, optimizer, *data["a_train"], args.batch_size, seed=1000 * seed + epoch)
+        reestimate_batchnorm(teacher, data["a_train"][0], args.batch_size)
+        epochs = epoch
+        accuracy = scores(teacher, *data["a_val"], args.batch_size)[0]
+        print(f"  teacher epoch {epoch}: validation accuracy {accuracy:.1f}%", flush=True)
+        if accuracy >= args.teacher_target:
+            break
+    return teacher.eval().requires_grad_(False), epochs
 
-    print("2. inherit into accvit_tiny, no training", flush=True)
-    inherited, summary = inherit_from_maxvit("accvit_tiny", teacher.state_dict(), num_classes=classes)
+
+def run_seed(args, data: dict, seed: int) -> dict:
+    """Steps 1-3 for one seed: the teacher's accuracy, the task-A rows and the task-B curves."""
+    batch, student = args.batch_size, args.student
+    result: dict = {"seed": seed, "task_a": {}, "task_b": {}}
+
+    def record(name: str, accuracy: float, f1: float) -> None:
+        result["task_a"][name] = {"accuracy": accuracy, "macro_f1": f1}
+        print(f"  RESULT | seed {seed} | A | {name} | {accuracy:.1f} | {f1:.1f} |", flush=True)
+
+    print(f"seed {seed}. 1. teacher: maxvit_t from scratch on task A", flush=True)
+    teacher, result["teacher_epochs"] = train_teacher(args, data, seed)
+    record("maxvit_t teacher (trained)", *scores(teacher, *data["a_test"], batch))
+
+    print(f"seed {seed}. 2. inherit into {student}, no training", flush=True)
+    state = {k: v.cpu() for k, v in teacher.state_dict().items()}
+    inherited, summary = inherit_from_maxvit(student, state, num_classes=CLASSES)
+    inherited.to(args.device)
     print("  " + summary.lines()[0], flush=True)
-    record("A", "accvit_tiny inherited, no training", *scores(inherited, xa_test, ya_test))
-    torch.manual_seed(args.seed)
-    random_model = create_model("accvit_tiny", num_classes=classes)
-    record("A", "accvit_tiny random, no training", *scores(random_model, xa_test, ya_test))
+    record(f"{student} inherited, no training", *scores(inherited, *data["a_test"], batch))
+    torch.manual_seed(seed)
+    record(f"{student} random, no training", *scores(create_model(student, num_classes=CLASSES).to(args.device),
+                                                       *data["a_test"], batch))
     inherited_state = {k: v.clone() for k, v in inherited.state_dict().items()}
 
-    print("  one epoch of distillation on task A's images (no labels)", flush=True)
-    optimizer = torch.optim.AdamW(inherited.parameters(), lr=1e-4, weight_decay=0.05)
-    train_epoch(inherited, optimizer, xa, ya, args.batch_size, seed=100, teacher=teacher)
-    record("A", "accvit_tiny inherited + 1 epoch distillation", *scores(inherited, xa_test, ya_test))
+    optimizer = torch.optim.AdamW(inherited.parameters(), lr=args.lr, weight_decay=0.05)
+    for epoch in range(1, args.distill_epochs + 1):
+        train_epoch(inherited, optimizer, *data["a_train"], batch, seed=1000 * seed + 100 + epoch, teacher=teacher)
+    reestimate_batchnorm(inherited, data["a_train"][0], batch)
+    record(f"{student} inherited + {args.distill_epochs} epoch(s) distillation", *scores(inherited, *data["a_test"], batch))
 
-    print("3. fine-tuning on task B", flush=True)
-    curves: dict[str, list[float]] = {}
+    print(f"seed {seed}. 3. fine-tuning on task B", flush=True)
     for start in ("inherited", "random"):
-        torch.manual_seed(args.seed)
-        model = create_model("accvit_tiny", num_classes=classes)  # new head (seeded alike for both starts)
+        torch.manual_seed(seed)
+        model = create_model(student, num_classes=CLASSES)  # new head, seeded alike for both starts
         if start == "inherited":
             head = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.5.")}
-            model.load_state_dict({**inherited_state, **head})
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-        curves[start] = []
+            model.load_state_dict({**{k: v.cpu() for k, v in inherited_state.items()}, **head})
+        model.to(args.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+        curve = result["task_b"][start] = []
         for epoch in range(1, args.epochs + 1):
-            train_epoch(model, optimizer, xb, yb, args.batch_size, seed=200 + epoch)
-            curves[start].append(scores(model, xb_test, yb_test)[1])
-            print(f"  {start} epoch {epoch}: test macro-F1 {curves[start][-1]:.1f}", flush=True)
+            train_epoch(model, optimizer, *data["b_train"], batch, seed=1000 * seed + 200 + epoch)
+            reestimate_batchnorm(model, data["b_train"][0], batch)
+            curve.append(scores(model, *data["b_test"], batch)[1])
+            print(f"  RESULT | seed {seed} | B | {start} | epoch {epoch} | macro-F1 {curve[-1]:.1f} |", flush=True)
+    return result
 
-    print("\n| task | model | test accuracy % | test macro-F1 % |\n|---|---|---|---|")
-    for task, name, accuracy, f1 in rows:
-        print(f"| {task} | {name} | {accuracy:.1f} | {f1:.1f} |")
-    print("\n| task B fine-tuning, test macro-F1 % | " + " | ".join(f"epoch {e}" for e in range(1, args.epochs + 1))
-          + " |\n|---|" + "---|" * args.epochs)
-    for start, curve in curves.items():
-        print(f"| accvit_tiny from {start} | " + " | ".join(f"{v:.1f}" for v in curve) + " |")
-    print(f"\n({args.per_class} training and {test_per_class} test images per class, 3 classes, 224 px, "
-          f"teacher {args.teacher_epochs} epochs, batch {args.batch_size}, seed {args.seed})")
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def tables(results: list[dict], args) -> str:
+    """The Markdown tables: task A per model, task B per start and epoch (mean ± sd over seeds)."""
+    seeds = ", ".join(str(r["seed"]) for r in results)
+    lines = [f"Seeds {seeds}; mean ± sd (sample) over seeds.", "",
+             "| task A | test accuracy % | test macro-F1 % |", "|---|---|---|"]
+    for name in results[0]["task_a"]:
+        lines.append(f"| {name} | {_mean_sd([r['task_a'][name]['accuracy'] for r in results])} | "
+                     f"{_mean_sd([r['task_a'][name]['macro_f1'] for r in results])} |")
+    header = "| task B fine-tuning, test macro-F1 % | " + " | ".join(f"epoch {e}" for e in range(1, args.epochs + 1))
+    lines += ["", header + " |", "|---|" + "---|" * args.epochs]
+    for start in results[0]["task_b"]:
+        cells = [_mean_sd([r["task_b"][start][e] for r in results]) for e in range(args.epochs)]
+        lines.append(f"| {args.student} from {start} | " + " | ".join(cells) + " |")
+    took = ", ".join(str(r["teacher_epochs"]) for r in results)
+    lines += ["", (f"({args.per_class} training, {max(1, args.per_class // 2)} validation and test images per class, "
+                   f"3 classes, 224 px, teacher up to {args.teacher_epochs} epochs (stops at {args.teacher_target}% "
+                   f"validation accuracy; took {took}), batch {args.batch_size}, device {args.device})")]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=6, help="training images per class (validation, test: half)")
+    parser.add_argument("--teacher-epochs", type=int, default=4, help="at most this many teacher epochs")
+    parser.add_argument("--teacher-target", type=float, default=95.0,
+                        help="stop training the teacher once its validation accuracy reaches this (%%)")
+    parser.add_argument("--teacher-lr", type=float, default=1e-3)
+    parser.add_argument("--distill-epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs on task B")
+    parser.add_argument("--lr", type=float, default=1e-4, help="distillation and fine-tuning learning rate")
+    parser.add_argument("--batch-size", type=int, default=6)
+    parser.add_argument("--student", default="accvit_tiny", help="ACC-ViT variant that inherits (tiny, nano, pico, femto)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    held_out = max(1, args.per_class // 2)
+    s = args.data_seed
+    data = {"a_train": make_task("skin", args.per_class, s), "a_val": make_task("skin", held_out, s + 1),
+            "a_test": make_task("skin", held_out, s + 2), "b_train": make_task("ultrasound", args.per_class, s + 3),
+            "b_test": make_task("ultrasound", held_out, s + 4)}
+    data = {k: (x.to(args.device), y.to(args.device)) for k, (x, y) in data.items()}
+    results = [run_seed(args, data, int(seed)) for seed in args.seeds.split(",")]
+    text = tables(results, args)
+    print("\n" + text)
+    if args.json:
+        args.json.write_text(json.dumps({"settings": {k: str(v) if isinstance(v, Path) else v
+                                                      for k, v in vars(args).items()},
+                                         "results": results, "markdown": text}, indent=2))
 
 
 if __name__ == "__main__":

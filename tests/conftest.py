@@ -1,7 +1,8 @@
 """Shared fixtures (see docs/testing.md).
 
 ``model_summaries``: ``accvit-med models``' rows (parameters, GFLOPs) for every registry model at
-224, computed once: the FLOP counts for Tables 2 and 8 and the ``models`` command read the same rows.
+224, counted once per session: the FLOP counts for Tables 2 and 8, the ``models`` command and the
+check of the package's stored table read the same rows.
 
 ``maxvit_home``/``offline_cache``: a torchvision maxvit_t with random weights as the cached
 "ImageNet" file. ``make_split`` builds a synthetic image folder and its split once per session for
@@ -72,10 +73,11 @@ def offline_cache(maxvit_home, monkeypatch):
 
 @pytest.fixture(scope="session")
 def model_summaries():
-    """Registry name -> ``ModelSummary`` (1000-class head, 224x224), design study included."""
+    """Registry name -> ``ModelSummary`` (1000-class head, 224x224), design study included, counted
+    now (not read from the package's table: the table is checked against these rows)."""
     from accvit_med.models.summary import summarize_models
 
-    return {row.name: row for row in summarize_models(224, design_study=True)}
+    return {row.name: row for row in summarize_models(224, design_study=True, recount=True)}
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,30 @@ def test_a_replaced_image_is_decoded_again(tmp_path):
     assert ImageCache(tmp_path / "cache", 48).entry(source) != cache.entry(source)  # size is in the key
 
 
+@pytest.mark.parametrize("how", ["rewritten", "renamed over"])
+@pytest.mark.parametrize("mtime", ["new", "set back"])
+def test_different_pixels_of_the_same_byte_size_are_decoded_again(tmp_path, how, mtime):
+    # BMP: the file size depends on the dimensions only, so other pixels take exactly as many bytes.
+    source = _photo(tmp_path / "a.bmp", size=(40, 30), seed=0)
+    cache = ImageCache(tmp_path / "cache", 32)
+    first = np.asarray(cache.load(source))
+    before = os.stat(source)
+    time.sleep(0.05)  # file times come from the kernel's coarse clock: let it tick
+    if how == "rewritten":
+        _photo(source, size=(40, 30), seed=1)
+    else:
+        os.replace(_photo(tmp_path / "new.bmp", size=(40, 30), seed=1), source)
+    if mtime == "set back":
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(source)
+    assert after.st_size == before.st_size
+    assert (after.st_mtime_ns == before.st_mtime_ns) == (mtime == "set back")
+    decoded = np.asarray(decode_resized(source, 32))
+    assert not np.array_equal(decoded, first)
+    assert np.array_equal(np.asarray(cache.load(source)), decoded)
+    assert np.array_equal(np.asarray(ImageCache(tmp_path / "cache", 32).load(source)), decoded)
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "L", "I;16", "P"])
 def test_any_mode_becomes_rgb(tmp_path, mode):
     if mode == "I;16":

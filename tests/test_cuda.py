@@ -112,6 +112,34 @@ def test_amp_finetune_on_cuda_resumes_and_evaluates(gpu_split, tmp_path):
     np.testing.assert_allclose(again[probs].to_numpy(), written[probs].to_numpy(), atol=2e-2)
 
 
+def test_fp16_amp_resume_restores_the_grad_scaler(gpu_split, tmp_path, monkeypatch):
+    # GPUs with bf16 get bf16 autocast (no loss scaling); fp16 and its GradScaler are what older
+    # GPUs get, so the run is told the GPU has no bf16.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+
+    def config(epochs: int) -> FinetuneConfig:
+        return FinetuneConfig(split=str(gpu_split), model="accvit_femto", weights="none", epochs=epochs,
+                              batch_size=4, lr=3e-4, image_size=224, workers=0, seed=5, device="cuda",
+                              amp=True).validate()
+
+    def scaler_state(run):
+        return torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["scaler"]
+
+    finetune(config(2), out=str(tmp_path / "reference"))
+    assert json.loads((tmp_path / "reference" / "config.json").read_text())["amp_dtype"] == "float16"
+    expected = scaler_state(tmp_path / "reference")
+    out = tmp_path / "resumed"
+    finetune(config(1), out=str(out))
+    after_one = scaler_state(out)
+    finetune(config(2), out=str(out), resume=True, explicit=["epochs"])
+    resumed = scaler_state(out)
+    print(f"fp16 GradScaler: after epoch 1 {after_one}, uninterrupted {expected}, resumed {resumed}")
+    # Successful steps since the last change of scale: a fresh scaler on resume counts epoch 2 only.
+    assert expected["_growth_tracker"] != 0 and after_one["_growth_tracker"] != 0
+    assert resumed["scale"] == expected["scale"]
+    assert resumed["_growth_tracker"] == expected["_growth_tracker"]
+
+
 def test_collectives_work_on_the_cuda_process_group(tmp_path):
     # One GPU cannot host two NCCL ranks, so this runs the reductions, gathers and broadcasts that
     # finetune sends between ranks on a one-rank group with the backend torchrun would get.

@@ -191,3 +191,73 @@ def test_finetune_default_weights_inherit_and_record_the_summary(offline_cache, 
     assert weights["spec"] == "imagenet" and weights["file"].endswith(MAXVIT_FILE) and len(weights["sha256"]) == 64
     assert weights["inheritance"]["inherited_from"] == "maxvit_t"
     assert set(weights["inheritance"]["parameters"]) == {"selected", "neighbour", "fresh"}
+
+
+# docs/pretrained-weights.md: the conv gate starts with zero weights and biases (0, -4, -4) (the
+# dilation-1 branch ~96%), the attention gate with zero weights, bias 0 for rate 1 and the widest
+# rate (window and grid) and -4 for the rates in between. Written out here, not read from the code.
+CONV_GATE_BIAS = (0.0, -4.0, -4.0)
+
+
+def _documented_attention_bias(rates: tuple[int, ...]) -> list[float]:
+    return [0.0 if rate in (1, max(rates)) else -4.0 for rate in rates]
+
+
+def _softmax_by_hand(logits) -> list[float]:
+    exps = [math.exp(v) for v in logits]
+    return [e / sum(exps) for e in exps]
+
+
+@pytest.fixture(scope="module")
+def inherited_nano(maxvit_home):
+    """accvit_nano as ``create_model(weights="maxvit_t")`` makes it (no gate touched afterwards)."""
+    home, _ = maxvit_home
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(home))
+        model = create_model("accvit_nano", num_classes=1000, weights="maxvit_t")
+    return model.eval()
+
+
+def test_inherited_gates_start_as_documented(inherited_nano):
+    assert _softmax_by_hand(CONV_GATE_BIAS)[0] == pytest.approx(0.96, abs=0.005)  # the documented ~96%
+    layers = [layer for stage in inherited_nano.stages for layer in stage]
+    assert len(layers) == sum(acc_vit.CONFIGS["accvit_nano"].depths)
+    for index, layer in enumerate(layers):
+        assert torch.count_nonzero(layer.conv.gate.weight) == 0, index
+        assert layer.conv.gate.bias.tolist() == list(CONV_GATE_BIAS), index
+        gate, rates = layer.attention.gate, layer.attention.rates
+        if len(rates) == 1:
+            assert gate is None
+            continue
+        assert torch.count_nonzero(gate.weight) == 0, index
+        assert gate.bias.tolist() == _documented_attention_bias(rates), (index, rates)
+
+
+def test_inherited_modules_compute_the_documented_mixture_of_their_branches(inherited_nano):
+    # With zero gate weights the softmax is the same at every pixel: each conv module is
+    # shortcut + project(sum_i w_i branch_i(expanded)) and each attention module sum_k w_k branch_k,
+    # with w the softmax of the documented biases. The modules run their own (fast) forward; the
+    # mixture is built here from their branches.
+    torch.manual_seed(0)
+    channels = acc_vit.CONFIGS["accvit_nano"].channels
+    side = 56
+    with torch.no_grad():
+        for stage, layers in enumerate(inherited_nano.stages):
+            for index, layer in enumerate(layers):
+                conv = layer.conv
+                in_channels = (64 if stage == 0 else channels[stage - 1]) if index == 0 else channels[stage]
+                in_side = side * 2 if index == 0 else side
+                x = torch.randn(1, in_channels, in_side, in_side)
+                expanded = conv.expand(conv.pre_norm(x))
+                weights = _softmax_by_hand(CONV_GATE_BIAS)
+                fused = sum(w * branch(expanded) for w, branch in zip(weights, conv.branches))
+                expected = conv.shortcut(x) + conv.project(fused)
+                torch.testing.assert_close(conv(x), expected, rtol=1e-4, atol=1e-4)
+
+                attention = layer.attention
+                tokens = torch.randn(1, side, side, channels[stage])
+                weights = (_softmax_by_hand(_documented_attention_bias(attention.rates))
+                           if len(attention.rates) > 1 else [1.0])
+                expected = sum(w * out for w, out in zip(weights, attention.branch_outputs(tokens)))
+                torch.testing.assert_close(attention(tokens), expected, rtol=1e-4, atol=1e-4)
+            side //= 2

@@ -235,6 +235,43 @@ def test_ece_by_hand_and_against_a_loop():
     assert reliability_bins(p, y, 15)["ece"] == pytest.approx(loop, abs=1e-12)
 
 
+def _ece_by_hand(confidence: list[float], correct: list[bool], n_bins: int) -> tuple[float, list[int]]:
+    """ECE with the stated convention: bin b holds b/M < c <= (b+1)/M, edges the floats b / M."""
+    total, counts = 0.0, []
+    for b in range(n_bins):
+        inside = [i for i, c in enumerate(confidence) if b / n_bins < c <= (b + 1) / n_bins]
+        counts.append(len(inside))
+        if inside:
+            accuracy = sum(correct[i] for i in inside) / len(inside)
+            mean_conf = sum(confidence[i] for i in inside) / len(inside)
+            total += len(inside) / len(confidence) * abs(accuracy - mean_conf)
+    return total, counts
+
+
+@pytest.mark.parametrize("n_bins", [10, 15, 25])
+def test_ece_puts_a_confidence_on_a_bin_edge_in_the_bin_below(n_bins):
+    # Confidences exactly on edges k/M (three classes: the top probability is at least 1/3),
+    # right and wrong alternating, plus 1.0 (the last edge).
+    rows, labels = [], []
+    for k in range(-(-n_bins // 3), n_bins + 1):
+        c = k / n_bins
+        rest = (1.0 - c) / 2
+        if rest >= c:  # k/M = 1/3 exactly: not a unique top class
+            continue
+        rows.append([rest, c, rest])
+        labels.append(1 if k % 2 else 0)
+    probs, y = np.array(rows), np.array(labels)
+    ece, counts = _ece_by_hand(probs.max(1).tolist(), (probs.argmax(1) == y).tolist(), n_bins)
+    bins = reliability_bins(probs, y, n_bins)
+    assert bins["count"].tolist() == counts
+    assert bins["ece"] == pytest.approx(ece, abs=1e-12)
+    assert bins["edges"].tolist() == [b / n_bins for b in range(n_bins + 1)]
+    # In words, for M = 10: 0.7 is in (0.6, 0.7], bin 6; 1.0 in the last bin.
+    if n_bins == 10:
+        one = reliability_bins(np.array([[0.3, 0.7], [0.0, 1.0]]), np.array([1, 1]), 10)["count"].tolist()
+        assert one == [0, 0, 0, 0, 0, 0, 1, 0, 0, 1]
+
+
 def test_one_vs_rest_auc_matches_sklearn_per_class():
     y, _, probs = random_predictions(9, k=4)
     ours = one_vs_rest_auc(probs, y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -9,7 +11,7 @@ from typer.testing import CliRunner
 
 from accvit_med.cli import app
 from accvit_med.errors import UserError
-from accvit_med.models import classifier_head, count_parameters, create_model, list_models, model_info
+from accvit_med.models import classifier_head, count_parameters, create_model, list_models, model_info, model_table
 
 BASELINES = {"swin_t": torchvision.models.swin_t, "convnext_tiny": torchvision.models.convnext_tiny,
              "maxvit_t": torchvision.models.maxvit_t}
@@ -78,18 +80,47 @@ def test_models_command_prints_every_model_with_params_and_gflops(model_summarie
 
     asked = []
 
-    def computed_once(image_size, design_study=False):  # the session's rows: the same call, made once
-        asked.append((image_size, design_study))
+    def computed_once(image_size, design_study=False, recount=False):  # the session's rows, counted once
+        asked.append((image_size, design_study, recount))
         return list(model_summaries.values())
 
     monkeypatch.setattr(summary, "summarize_models", computed_once)
     result = CliRunner().invoke(app, ["models"])
-    assert asked == [(224, True)]
+    assert asked == [(224, True, False)]
     assert result.exit_code == 0, result.output
     for name in list_models():
         assert name in result.output
     assert "28.326" in result.output and "5.694" in result.output  # accvit_tiny: params (M), GFLOPs
     assert "30.920" in result.output  # maxvit_t params (M): torchvision's meta says 30919624
+    assert CliRunner().invoke(app, ["models", "--recount"]).exit_code == 0
+    assert asked[-1] == (224, True, True)
+
+
+def test_stored_table_equals_a_recount_of_every_model(model_summaries):
+    # model_summaries was counted now (meta-device models, the FLOP counter); the table was counted
+    # once and stored: every registry model has a row, and every row is the count.
+    assert list(model_table.COUNTS_224) == list_models(design_study=True)
+    for name, row in model_summaries.items():
+        params, flops = model_table.COUNTS_224[name]
+        assert params == row.params, name
+        assert flops / 1e9 == row.gflops, name
+    # The generator writes back exactly this file from these counts.
+    assert model_table.render(model_table.COUNTS_224) == Path(model_table.__file__).read_text(encoding="utf-8")
+
+
+def test_models_at_224_builds_no_model_unless_told(monkeypatch):
+    from accvit_med.models import summary
+
+    counted = []
+    monkeypatch.setattr(summary, "count_model", lambda name, image_size=224: counted.append(name) or (1, 10**9))
+    rows = summary.summarize_models(224, design_study=True)
+    assert counted == [] and {row.name: (row.params, row.gflops) for row in rows} == {
+        name: (p, f / 1e9) for name, (p, f) in model_table.COUNTS_224.items()}
+    summary.summarize_models(224, recount=True)
+    assert counted == list_models()
+    counted.clear()
+    summary.summarize_models(448)  # the table holds 224 only
+    assert counted == list_models()
 
 
 def test_models_command_refuses_a_bad_image_size():

@@ -204,6 +204,21 @@ def test_force_refuses_our_run_holding_a_user_file(base, tmp_path):
     assert (run / "NOTES.md").read_text() == "my notes" and (run / "checkpoints" / "best.pt").is_file()
 
 
+@pytest.mark.parametrize("hidden", [".git", ".env"])
+def test_force_refuses_our_run_holding_a_hidden_user_entry(base, tmp_path, hidden):
+    # A user who versions a run folder (.git/) or keeps credentials next to it (.env): the leading
+    # dot does not make an entry ours.
+    run = copy_run(base, tmp_path / "run")
+    if hidden == ".git":
+        (run / ".git" / "objects").mkdir(parents=True)
+        (run / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    else:
+        (run / ".env").write_text("API_TOKEN=secret\n")
+    before = snapshot(run)
+    fails(["finetune", "--split", base / "split.csv", *TRAIN, "--out", run, "--force"], match=f"'{hidden}'")
+    assert snapshot(run) == before and (run / hidden).exists()
+
+
 def test_force_replaces_our_own_run(base, tmp_path):
     run = copy_run(base, tmp_path / "run")
     (run / "checkpoints" / "stale.pt").write_bytes(b"old")  # inside a folder the marker lists: ours

@@ -4,8 +4,9 @@ EyePACS photographs are several megapixels; decoding and resizing them every epo
 training time. :func:`decode_resized` decodes straight to about twice the target size (JPEG draft
 mode, which the decoder does almost for free) and applies the fixed geometry of
 :func:`accvit_med.datasets.transforms.resize_and_center_crop`. :class:`ImageCache` stores that
-result as a lossless PNG keyed by the source's path, size, modification time, the target size and the image policy's version,
-so a changed or replaced image is decoded again and a cached run sees the pixels an uncached run
+result as a lossless PNG keyed by the source's path, size, modification and change times, the target
+size and the image policy's version, so a changed or replaced image is decoded again (even one of the
+same byte size whose modification time was set back) and a cached run sees the pixels an uncached run
 sees. Default location: ``<data root>/.accvit-cache/<size>/``.
 """
 
@@ -62,7 +63,11 @@ class ImageCache:
             stat = source.stat()
         except FileNotFoundError:
             raise UserError(f"image '{source}' does not exist; check --data-dir or rebuild the split") from None
-        key = (f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}|{GEOMETRY_VERSION}|policy{POLICY_VERSION}"
+        # The change time too: a file rewritten with as many bytes and its modification time set
+        # back (os.utime, `touch -r`, some sync tools) has new pixels under the same size and
+        # mtime, but the kernel sets st_ctime on every write and no call sets it back.
+        key = (f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{self.size}|{GEOMETRY_VERSION}"
+               f"|policy{POLICY_VERSION}"
                + cache_tag(source))  # a DICOM file under another --dicom-window has other pixels
         digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
         return self.folder / digest[:2] / f"{digest}.png"

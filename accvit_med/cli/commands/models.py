@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from accvit_med.cli.options import ImageSizeOpt
@@ -13,12 +15,15 @@ def register(app: typer.Typer) -> None:
 
 def models(
     image_size: ImageSizeOpt = 224,
+    recount: Annotated[bool, typer.Option("--recount", help="Count parameters and FLOPs now instead of "
+                                          "reading the package's table (other sizes than 224 are always counted).")] = False,
 ) -> None:
     """List the models (ACC-ViT variants and torchvision baselines): family, parameters, GFLOPs, weights.
 
     GFLOPs follow the ACC-ViT paper (fvcore conventions, one image). Parameters include a 1000-class
-    head. 'ImageNet-1K (cached)' means weights="imagenet" works offline. A second table lists the
-    paper's design study (Table 8): ACC-ViT-nano variants that finetune, pretrain and benchmark take too.
+    head. At 224 both come from a table counted once (accvit_med/models/model_table.py); --recount
+    counts them now. 'ImageNet-1K (cached)' means weights="imagenet" works offline. A second table
+    lists the paper's design study (Table 8): ACC-ViT-nano variants that finetune, pretrain and benchmark take too.
     """
     from rich.console import Console
     from rich.table import Table
@@ -36,7 +41,7 @@ def models(
         column.add_column("params (M)", justify="right")
         column.add_column("GFLOPs", justify="right")
         column.add_column("pretrained weights")
-    for row in summarize_models(image_size, design_study=True):
+    for row in summarize_models(image_size, design_study=True, recount=recount):
         (study if row.design_study else table).add_row(
             row.name, row.family, f"{row.params / 1e6:.3f}", f"{row.gflops:.3f}", row.weights)
     console = Console(width=100)
