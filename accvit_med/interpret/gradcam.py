@@ -6,7 +6,7 @@ channel by the spatial mean of d y_c / d A_k and keeps the positive part of the 
     L_c = ReLU( sum_k  mean_ij(d y_c / d A_k[i, j]) * A_k )
 
 then upsamples L_c to the input size and scales each map to [0, 1]. The target layer is the last
-stage, before pooling (``ModelInfo.gradcam_layer``): ACC-ViT ``stages.3``, MaxViT ``blocks.3``,
+stage, before pooling (``ModelInfo.gradcam``): ACC-ViT ``stages.3``, MaxViT ``blocks.3``,
 ConvNeXt ``features.7`` (all (B, C, h, w)) and Swin's final ``norm``, whose output is channels-last
 (B, h, w, C) and is permuted here. Written out (30 lines) rather than taken from the ``grad-cam``
 package, which would pull in OpenCV for one weighted sum.
@@ -37,8 +37,8 @@ def registry_target(model_name: str) -> CamTarget:
     """The registry's Grad-CAM layer of ``model_name`` (UserError listing the names if unknown)."""
     from accvit_med.models import model_info
 
-    info = model_info(model_name)
-    return CamTarget(info.gradcam_layer, info.gradcam_channels_last)
+    layer = model_info(model_name).gradcam
+    return CamTarget(layer.path, layer.channels_last)
 
 
 @dataclass
