@@ -77,6 +77,19 @@ def _checkpointed_count(module: nn.Module) -> int:
     return sum(getattr(vars(m).get("forward"), "__func__", None) is _checkpointed_forward for m in module.modules())
 
 
+def _ask_model(model: nn.Module) -> int:
+    """``model.set_grad_checkpointing()``: the blocks it wrapped (ACC-ViT), or for timm's models, which
+    set a flag on the modules that run their blocks through ``checkpoint_seq``, how many it set; 0
+    where the model refuses (timm asserts on architectures without support)."""
+    before = _checkpointed_count(model)
+    try:
+        model.set_grad_checkpointing(True)
+    except (AssertionError, NotImplementedError):
+        return 0
+    wrapped = _checkpointed_count(model) - before
+    return wrapped or sum(getattr(m, "grad_checkpointing", False) is True for m in model.modules())
+
+
 def enable_activation_checkpointing(model: nn.Module) -> int:
     """Checkpoint every residual block of ``model`` in training mode; returns how many were wrapped.
 
@@ -91,9 +104,7 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
             continue
         if callable(getattr(module, "set_grad_checkpointing", None)):
             outer.append(name)
-            before = _checkpointed_count(module)
-            module.set_grad_checkpointing(True)
-            wrapped += _checkpointed_count(module) - before
+            wrapped += _ask_model(module)
         elif isinstance(module, _block_types()):
             outer.append(name)
             wrapped += checkpoint_blocks([module])

@@ -21,11 +21,14 @@ class WeightsSource:
             (``"imagenet"`` or ``"maxvit_t"``).
         file: the file the tensors were read from (None for random initialisation).
         inheritance: the summary of :mod:`.inheritance` when an ACC-ViT inherited MaxViT-T's weights.
+        preprocessing: what the weights were trained with, from their own metadata (zoo models):
+            input size, mean, std, interpolation (and torchvision's resize side, timm's crop fraction).
     """
 
     spec: str
     file: Optional[Path] = None
     inheritance: Optional[dict] = None
+    preprocessing: Optional[dict] = None
 
     def to_record(self) -> dict:
         """``config.json``'s ``weights``: spec, file and sha256 (None where there is no file), and the
@@ -37,6 +40,8 @@ class WeightsSource:
                   "sha256": sha256_file(self.file) if present else None}
         if self.inheritance is not None:
             record["inheritance"] = self.inheritance
+        if self.preprocessing is not None:
+            record["preprocessing"] = self.preprocessing
         return record
 
 

@@ -17,12 +17,13 @@ sizes, the weight checks) serves the plan checks of ``accvit-med sweep``, so tor
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from accvit_med.errors import UserError
-from accvit_med.models import configs
+from accvit_med.models import configs, zoo
 from accvit_med.models.provenance import RANDOM, WeightsSource
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class CamLayer:
 
     path: str  # module path inside the model (``model.get_submodule(path)``)
     channels_last: bool = False  # True when its output is (B, H, W, C) (Swin), else (B, C, H, W)
+    # Tokens (B, N, C) (ViT, DeiT): the first prefix_tokens (class, distillation, registers) are
+    # dropped and the rest form the square patch grid. None: the output is a map.
+    prefix_tokens: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,10 +53,11 @@ class ModelInfo:
     """
 
     name: str
-    family: str  # "accvit", "swin", "convnext" or "maxvit"
+    family: str  # "accvit", "swin", "convnext" or "maxvit"; "torchvision" or "timm" for a zoo model
     display_name: str  # the paper's spelling, e.g. "ACC-ViT-T", "MaxViT-T"
-    gradcam: CamLayer
-    imagenet_weights: str | None = None  # torchvision weights enum, None when there are none
+    gradcam: CamLayer | None = None  # None: found from the model itself (zoo.cam_layer)
+    # torchvision weights enum; for a zoo model what weights="imagenet" loads (zoo.pretrained_weights)
+    imagenet_weights: str | None = None
     fixed_image_size: bool = False  # True when the input size is fixed at construction (input_size kwarg)
     # Input sides must be multiples of this (None: any size); configs.check_image_size is the rule.
     size_multiple: int | None = None
@@ -101,19 +106,43 @@ def list_models(design_study: bool = False) -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     """Family, Grad-CAM layer and input-size rule of a model; UserError listing the names if unknown."""
-    if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(_MODELS)}")
-    return _MODELS[name]
+    if name in _MODELS:
+        return _MODELS[name]
+    if zoo.parse(name) is not None:
+        return _zoo_info(name)
+    raise UserError(f"unknown model {name!r}; choose one of: {', '.join(_MODELS)}, or any torchvision:<name> "
+                    "or timm:<name> (`accvit-med models --zoo timm --filter TEXT`)")
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_info(name: str) -> ModelInfo:
+    library, arch = zoo.parse(name)
+    zoo.check_known(library, arch)
+    return ModelInfo(name=name, family=library, display_name=name, imagenet_weights=zoo.pretrained_weights(library, arch))
 
 
 def known_family(name: str) -> str | None:
-    """The family of registry model ``name``, or None for a name the registry does not know."""
+    """The family of registry model ``name`` (a zoo name: its library), or None for an unknown name."""
     info = _MODELS.get(name)
-    return None if info is None else info.family
+    if info is not None:
+        return info.family
+    try:
+        parsed = zoo.parse(name)
+    except UserError:
+        return None
+    return None if parsed is None else parsed[0]
+
+
+def gradcam_layer(name: str) -> CamLayer:
+    """Where Grad-CAM reads model ``name``: its row's layer, or for a zoo model the one found on it."""
+    info = model_info(name)
+    return info.gradcam if info.gradcam is not None else zoo.cam_layer(name)
 
 
 def check_image_size(name: str, image_size: int) -> None:
     """UserError unless model ``name`` can take ``image_size`` x ``image_size`` inputs."""
+    if model_info(name).family in zoo.ZOOS:
+        return zoo.check_image_size(name, image_size)
     multiple = model_info(name).size_multiple
     if multiple is None:
         return
@@ -123,11 +152,21 @@ def check_image_size(name: str, image_size: int) -> None:
         raise UserError(str(err)) from err
 
 
+# Residual blocks of other torchvision classifiers (``torchvision:<name>``), checkpointed the same way.
+_TORCHVISION_BLOCKS = (
+    "torchvision.models.resnet:BasicBlock", "torchvision.models.resnet:Bottleneck",
+    "torchvision.models.vision_transformer:EncoderBlock", "torchvision.models.efficientnet:MBConv",
+    "torchvision.models.efficientnet:FusedMBConv", "torchvision.models.mobilenetv2:InvertedResidual",
+    "torchvision.models.mobilenetv3:InvertedResidual",
+)
+
+
 def residual_block_types() -> tuple[type[nn.Module], ...]:
-    """The residual block classes the torchvision rows name (imported on demand)."""
+    """The residual block classes the torchvision rows name, and those of other torchvision
+    classifiers (imported on demand)."""
     import importlib
 
-    paths = dict.fromkeys(path for info in _MODELS.values() for path in info.block_types)
+    paths = dict.fromkeys([*(path for info in _MODELS.values() for path in info.block_types), *_TORCHVISION_BLOCKS])
     return tuple(getattr(importlib.import_module(module), cls) for module, cls in (p.split(":") for p in paths))
 
 
@@ -137,11 +176,14 @@ def no_weight_decay_leaf_names() -> frozenset[str]:
 
 
 def imagenet_weights_enum(name: str):
-    """The torchvision ``Weights`` member behind ``weights="imagenet"``, or None for ACC-ViT."""
+    """The torchvision ``Weights`` member behind ``weights="imagenet"``, or None for ACC-ViT and timm."""
     info = model_info(name)
-    if info.imagenet_weights is None:
+    if info.imagenet_weights is None or info.family == "timm":
         return None
     import torchvision.models as tvm
+
+    if info.family == "torchvision":
+        return tvm.get_model_weights(zoo.parse(name)[1]).DEFAULT
 
     return getattr(tvm, info.imagenet_weights).IMAGENET1K_V1
 
@@ -150,6 +192,9 @@ def imagenet_weights_cached(name: str) -> bool:
     """True when ``weights="imagenet"`` would be served from the local torch.hub cache."""
     from accvit_med.models.weights import torchvision_weights_file
 
+    info = model_info(name)
+    if info.family == "timm":
+        return info.imagenet_weights is not None and zoo.timm_weights_cached(info.imagenet_weights)
     weights = imagenet_weights_enum(name)
     return weights is not None and torchvision_weights_file(weights).is_file()
 
@@ -161,6 +206,8 @@ def _build(name: str, num_classes: int, drop_path_rate: float | None, image_size
         from accvit_med.models import acc_vit
 
         return acc_vit.build_acc_vit(name, num_classes=num_classes, drop_path_rate=drop_path_rate, fast=fast)
+    if info.family in zoo.ZOOS:
+        return zoo.build(*zoo.parse(name), num_classes, drop_path_rate, image_size)
     import torchvision.models as tvm
 
     builder: Callable[..., nn.Module] = getattr(tvm, name)
@@ -249,6 +296,8 @@ def create(
         return CreatedModel(_build_checked(name, num_classes, drop_path_rate, image_size, fast), RANDOM)
     if inherits_maxvit(name, weights):
         return _inherit(name, num_classes, drop_path_rate, spec=str(weights))
+    if str(weights) == "imagenet" and info.family in zoo.ZOOS:
+        return _zoo_pretrained(name, num_classes, drop_path_rate, image_size)
     if str(weights) == "imagenet" or (str(weights) == "maxvit_t" and info.family == "maxvit"):
         from accvit_med.models.weights import torchvision_weights_file
 
@@ -291,6 +340,15 @@ def _inherit(name: str, num_classes: int, drop_path_rate: float | None, spec: st
     model, summary = inherit_from_maxvit(name, source, num_classes, drop_path_rate=drop_path_rate)
     print_note(summary, default=spec == "imagenet")
     return CreatedModel(model, WeightsSource(spec, Path(torchvision_weights_file(enum)), summary.to_dict()))
+
+
+def _zoo_pretrained(name: str, num_classes: int, drop_path_rate: float | None, image_size: int | None) -> CreatedModel:
+    if model_info(name).imagenet_weights is None:
+        raise UserError(f"{name} has no pretrained weights in its library; pass --weights none or PATH")
+    model, file, preprocessing = zoo.pretrained(*zoo.parse(name), drop_path_rate, image_size)
+    if classifier_head(model)[1].out_features != num_classes:
+        reset_classifier(model, num_classes)
+    return CreatedModel(model, WeightsSource("imagenet", Path(file), preprocessing=preprocessing))
 
 
 def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:

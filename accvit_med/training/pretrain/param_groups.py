@@ -22,7 +22,9 @@ NORM_CLASSES: tuple[type[nn.Module], ...] = (
 )
 # Leaf parameter names that are embeddings rather than weights: torchvision's generic
 # --transformer-embedding-decay keys, and what the registry says torchvision's tables are called.
-EMBEDDING_NAMES = frozenset({"class_token", "position_embedding", "pos_embed"}) | no_weight_decay_leaf_names()
+# torchvision's ViT calls its table pos_embedding.
+EMBEDDING_NAMES = (frozenset({"class_token", "position_embedding", "pos_embedding", "pos_embed"})
+                   | no_weight_decay_leaf_names())
 
 
 def _declared(model: nn.Module) -> set[str]:
