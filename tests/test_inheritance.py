@@ -18,7 +18,7 @@ import torchvision
 from typer.testing import CliRunner
 
 from accvit_med.errors import UserError
-from accvit_med.models import acc_vit, count_parameters, create_model
+from accvit_med.models import acc_vit, count_parameters, create, create_model
 from accvit_med.models.inheritance import apply_plan, plan_assignments
 
 MAXVIT_FILE = "maxvit_t-bc5ab103.pth"  # torchvision's file name for MaxVit_T_Weights.IMAGENET1K_V1
@@ -27,7 +27,8 @@ MAXVIT_FILE = "maxvit_t-bc5ab103.pth"  # torchvision's file name for MaxVit_T_We
 @pytest.mark.parametrize("name", ["accvit_nano", "accvit_tiny"])
 def test_every_claimed_copy_equals_its_source(offline_cache, name, capsys):
     _, source = offline_cache
-    model = create_model(name, num_classes=1000, weights="maxvit_t")
+    created = create(name, num_classes=1000, weights="maxvit_t")
+    model = created.model
     own = model.state_dict()
     channels = {f"stages.{s}.": c for s, c in enumerate((64, 128, 256, 512))}
     checked = 0
@@ -48,21 +49,22 @@ def test_every_claimed_copy_equals_its_source(offline_cache, name, capsys):
         checked += 1
     assert checked > 300
     # The summary adds up to the model's parameters and is printed with the plain note.
-    summary = model.inheritance["parameters"]
+    summary = created.weights.inheritance["parameters"]
     assert sum(v["count"] for v in summary.values()) == count_parameters(model)
     assert summary["exact"]["percent"] > 70
     assert "inherited from torchvision's maxvit_t" in capsys.readouterr().err
 
 
 def test_extra_layers_start_as_identity_and_the_head_is_replaced(offline_cache):
-    model = create_model("accvit_tiny", num_classes=5, weights="imagenet").eval()
-    assert model.inheritance["layer_map"]["stages.1.2"].startswith("identity start")
+    created = create("accvit_tiny", num_classes=5, weights="imagenet")
+    model, inheritance = created.model.eval(), created.weights.inheritance
+    assert inheritance["layer_map"]["stages.1.2"].startswith("identity start")
     extra = model.stages[1][2]  # tiny has 3 layers in stage 2 where MaxViT-T has 2
     x = torch.randn(2, 128, 28, 28)
     with torch.no_grad():
         assert torch.equal(extra(x), x)
     assert model.classifier[5].weight.shape == (5, 512)
-    assert model.inheritance["parameters"]["fresh"]["count"] >= 5 * 512
+    assert inheritance["parameters"]["fresh"]["count"] >= 5 * 512
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +135,10 @@ def test_rate_1_branch_is_window_and_widest_branch_is_grid_attention(nano_and_ma
 
 def test_femto_takes_a_consistent_channel_subset(offline_cache):
     _, source = offline_cache
-    model = create_model("accvit_femto", num_classes=1000, weights="maxvit_t")
+    created = create("accvit_femto", num_classes=1000, weights="maxvit_t")
+    model, inheritance = created.model, created.weights.inheritance
     own = model.state_dict()
-    assert model.inheritance["width_selection"] and "selected" in model.inheritance["parameters"]
+    assert inheritance["width_selection"] and "selected" in inheritance["parameters"]
     # Residual channel c is MaxViT's channel c everywhere: stem, BatchNorms, the classifier's LayerNorm.
     assert torch.equal(own["stem.0.0.weight"], source["stem.0.0.weight"][:32])
     assert torch.equal(own["stages.1.0.conv.expand.0.weight"], source["blocks.1.layers.0.layers.MBconv.layers.conv_a.0.weight"][:256, :32])

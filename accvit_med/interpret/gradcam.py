@@ -6,7 +6,7 @@ channel by the spatial mean of d y_c / d A_k and keeps the positive part of the 
     L_c = ReLU( sum_k  mean_ij(d y_c / d A_k[i, j]) * A_k )
 
 then upsamples L_c to the input size and scales each map to [0, 1]. The target layer is the last
-stage, before pooling (``ModelInfo.gradcam_layer``): ACC-ViT ``stages.3``, MaxViT ``blocks.3``,
+stage, before pooling (``ModelInfo.gradcam``): ACC-ViT ``stages.3``, MaxViT ``blocks.3``,
 ConvNeXt ``features.7`` (all (B, C, h, w)) and Swin's final ``norm``, whose output is channels-last
 (B, h, w, C) and is permuted here. Written out (30 lines) rather than taken from the ``grad-cam``
 package, which would pull in OpenCV for one weighted sum.
@@ -14,6 +14,7 @@ package, which would pull in OpenCV for one weighted sum.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -31,14 +32,24 @@ class CamTarget:
 
     layer: str
     channels_last: bool = False
+    # Tokens (B, N, C) (ViT, DeiT): drop the first prefix_tokens, the rest is the square patch grid.
+    prefix_tokens: Optional[int] = None
 
 
 def registry_target(model_name: str) -> CamTarget:
     """The registry's Grad-CAM layer of ``model_name`` (UserError listing the names if unknown)."""
-    from accvit_med.models import model_info
+    from accvit_med.models.registry import gradcam_layer
 
-    info = model_info(model_name)
-    return CamTarget(info.gradcam_layer, info.gradcam_channels_last)
+    layer = gradcam_layer(model_name)
+    return CamTarget(layer.path, layer.channels_last, layer.prefix_tokens)
+
+
+def _token_grid(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    patches = tokens[:, prefix:]
+    side = math.isqrt(patches.shape[1])
+    if side * side != patches.shape[1]:
+        raise UserError(f"{patches.shape[1]} patch tokens do not form a square grid; Grad-CAM needs square images")
+    return patches.reshape(patches.shape[0], side, side, patches.shape[2])
 
 
 @dataclass
@@ -95,7 +106,9 @@ def grad_cam(
             chosen = torch.as_tensor(class_index, device=logits.device).long().expand(logits.shape[0])
         score = logits.gather(1, chosen[:, None]).sum()
         (gradients,) = torch.autograd.grad(score, activations)
-    if target.channels_last:  # Swin: (B, h, w, C) -> (B, C, h, w)
+    if target.prefix_tokens is not None:  # ViT: (B, N, C) tokens -> (B, h, w, C) patch grid
+        activations, gradients = (_token_grid(t, target.prefix_tokens) for t in (activations, gradients))
+    if target.channels_last or target.prefix_tokens is not None:  # Swin: (B, h, w, C) -> (B, C, h, w)
         activations, gradients = activations.permute(0, 3, 1, 2), gradients.permute(0, 3, 1, 2)
     weights = gradients.mean(dim=(2, 3), keepdim=True)
     cams = F.relu((weights * activations).sum(dim=1, keepdim=True)).detach()

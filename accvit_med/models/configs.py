@@ -46,6 +46,8 @@ class ACCViTConfig:
     fusion: str = "gated"
     mlp: str = "shared"
 
+    # The design-choice strings are checked here, once; the modules take what they mean (``gated``,
+    # a convolution builder, a layer class from :mod:`.design_study`).
     def __post_init__(self) -> None:
         for field, value, allowed in (("conv_block", self.conv_block, CONV_BLOCKS),
                                       ("fusion", self.fusion, FUSIONS), ("mlp", self.mlp, MLPS)):
@@ -61,6 +63,11 @@ class ACCViTConfig:
     def is_final_design(self) -> bool:
         """True for the paper's final ACC-ViT (the only design the fast implementation covers)."""
         return (self.conv_block, self.fusion, self.mlp) == ("atrous", "gated", "shared")
+
+    @property
+    def gated(self) -> bool:
+        """True when parallel branches are fused by a softmax gate (sections 2.2, 2.4)."""
+        return self.fusion == "gated"
 
 
 # Table 2. Head size 32 as MaxViT, 16 in pico and femto (their 32/48-channel stages would otherwise
@@ -88,14 +95,20 @@ DESIGN_STUDY: dict[str, ACCViTConfig] = {
 ALL_CONFIGS: dict[str, ACCViTConfig] = {**CONFIGS, **DESIGN_STUDY}
 
 
-def check_image_size(height: int, width: int) -> None:
-    """Raise a UserError unless both sides are positive multiples of 224."""
-    if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise UserError(
-            f"ACC-ViT cannot take {height}x{width} images: height and width must be multiples of "
-            f"{SIZE_MULTIPLE} (224, 448, 672, ...) so that the dilated maps split into 7x7 windows; "
-            "resize or crop the images to e.g. 224x224 or 448x448"
-        )
+def check_image_size(height: int, width: int, multiple: int = SIZE_MULTIPLE, model: str = "ACC-ViT") -> None:
+    """The one input-size rule: ValueError unless both sides are positive multiples of ``multiple``.
+
+    ACC-ViT's forward pass applies it with 224; the registry applies it to every model whose row
+    names a multiple (torchvision's MaxViT: 32 x 7, the same 224) and turns it into a UserError.
+    """
+    if height > 0 and width > 0 and not height % multiple and not width % multiple:
+        return
+    why = " so that the dilated maps split into 7x7 windows" if multiple == SIZE_MULTIPLE else ""
+    raise ValueError(
+        f"{model} cannot take {height}x{width} images: height and width must be multiples of "
+        f"{multiple} ({multiple}, {2 * multiple}, {3 * multiple}, ...){why}; resize or crop the images to "
+        f"e.g. {multiple}x{multiple} or {2 * multiple}x{2 * multiple} (--image-size {multiple})"
+    )
 
 
 # torchvision's MaxViT-T, the source of weight inheritance (:mod:`.inheritance` maps its tensors).

@@ -11,6 +11,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Callable, TypeVar
 from urllib.error import URLError
 
 import torch
@@ -34,15 +35,24 @@ def torchvision_weights_file(weights_enum) -> Path:
     return hub_checkpoint_dir() / os.path.basename(weights_enum.url)
 
 
+T = TypeVar("T")
+
+
 def load_torchvision_state_dict(weights_enum) -> dict[str, torch.Tensor]:
     """Fetch a torchvision weights file: from the hub cache if present, else by download.
 
     Offline and without the file, raise one UserError naming the file, the folder and the URL.
     """
+    # Served from the cache without network access when the file is there (torch.hub's rule).
+    return from_hub_cache(weights_enum, lambda: weights_enum.get_state_dict(progress=True, check_hash=True))
+
+
+def from_hub_cache(weights_enum, load: Callable[[], T]) -> T:
+    """``load()`` (anything that reads ``weights_enum`` through torch.hub, e.g. torchvision's builder),
+    with a missing or unreadable file as one UserError naming the file, the folder and the URL."""
     path = torchvision_weights_file(weights_enum)
     try:
-        # Served from the cache without network access when the file is there (torch.hub's rule).
-        return weights_enum.get_state_dict(progress=True, check_hash=True)
+        return load()
     except (URLError, OSError, RuntimeError) as err:
         if path.exists():
             raise UserError(f"cannot read the ImageNet weights file {path} ({err}); delete it and retry") from err

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from accvit_med.errors import UserError
-from accvit_med.models.registry import ModelInfo, inherits_maxvit, model_info
+from accvit_med.models.registry import check_image_size, inherits_maxvit, model_info
 from accvit_med.training.recipe import FinetuneConfig
 
 
@@ -18,7 +18,7 @@ def check_model_choice(config: FinetuneConfig) -> None:
     info = model_info(config.model)
     spec = config.weights
     if inherits_maxvit(config.model, spec):  # ACC-ViT from MaxViT-T; refuses models wider than it
-        return _check_image_size(info, config)
+        return check_image_size(config.model, config.image_size)
     # The registry names each model's torchvision weights; asking torchvision for them would import it.
     if spec == "imagenet" and info.imagenet_weights is None:
         raise UserError(
@@ -27,9 +27,4 @@ def check_model_choice(config: FinetuneConfig) -> None:
         )
     if spec not in ("imagenet", "none", "maxvit_t") and not Path(spec).is_file():
         raise UserError(f"--weights '{spec}' is neither imagenet, maxvit_t, none nor an existing file; pass one of those")
-    _check_image_size(info, config)
-
-
-def _check_image_size(info: ModelInfo, config: FinetuneConfig) -> None:
-    if info.size_multiple is not None and config.image_size % info.size_multiple:
-        raise UserError(f"{config.model} needs --image-size a multiple of {info.size_multiple}, got {config.image_size}")
+    check_image_size(config.model, config.image_size)

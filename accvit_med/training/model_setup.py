@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from accvit_med.errors import UserError
-from accvit_med.fileio import sha256_file
 from accvit_med.training.model_choice import check_model_choice  # re-exported: its home has no torch
 from accvit_med.training.recipe import FinetuneConfig
 
@@ -30,49 +29,24 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _imagenet_file(model_name: str) -> Optional[Path]:
-    """Where torch.hub keeps torchvision's ImageNet file for ``model_name``, if it has one."""
-    from accvit_med.models.registry import imagenet_weights_enum
-    from accvit_med.models.weights import torchvision_weights_file
-
-    enum = imagenet_weights_enum(model_name)
-    return None if enum is None else Path(torchvision_weights_file(enum))
-
-
-def weights_record(spec: str, model_name: str, inheritance: Optional[dict] = None) -> dict:
-    """What config.json says about the starting weights: the choice, the file and its sha256, and for
-    an ACC-ViT initialised from MaxViT-T the inheritance summary (``inheritance``)."""
-    if spec == "none":
-        return {"spec": "none", "file": None, "sha256": None}
-    if inheritance is not None:
-        record = weights_record("imagenet", "maxvit_t")
-        return {**record, "spec": spec, "inheritance": inheritance}
-    if spec in ("imagenet", "maxvit_t"):
-        cached = _imagenet_file("maxvit_t" if spec == "maxvit_t" else model_name)
-        present = cached is not None and cached.is_file()
-        return {"spec": "imagenet", "file": str(cached) if present else None, "sha256": sha256_file(cached) if present else None}
-    path = Path(spec)
-    return {"spec": "path", "file": str(path.resolve()), "sha256": sha256_file(path)}
-
-
 def build_model(
     config: FinetuneConfig,
     num_classes: int,
     model_factory: Optional[Callable[[int], nn.Module]] = None,
 ) -> tuple[nn.Module, dict]:
-    """The network with ``num_classes`` outputs and the record of where its weights came from."""
+    """The network with ``num_classes`` outputs and the record of where its weights came from
+    (``config.json``'s ``weights``: spec, file, sha256 and, for an inherited ACC-ViT, the summary)."""
     if model_factory is not None:
         model = model_factory(num_classes)
         record = {"spec": "custom model factory", "file": None, "sha256": None}
     else:
-        from accvit_med.models import create_model
+        from accvit_med.models import create
 
         check_model_choice(config)
         spec = config.weights
-        model = create_model(
-            config.model, num_classes=num_classes, weights=None if spec == "none" else spec, image_size=config.image_size
-        )
-        record = weights_record(spec, config.model, getattr(model, "inheritance", None))
+        created = create(config.model, num_classes=num_classes, weights=None if spec == "none" else spec,
+                         image_size=config.image_size)
+        model, record = created.model, created.weights.to_record()
     if config.batchnorm_momentum is not None:
         set_batchnorm_momentum(model, config.batchnorm_momentum)
     if config.grad_checkpointing:

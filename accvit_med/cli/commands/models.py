@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -17,6 +17,9 @@ def models(
     image_size: ImageSizeOpt = 224,
     recount: Annotated[bool, typer.Option("--recount", help="Count parameters and FLOPs now instead of "
                                           "reading the package's table (other sizes than 224 are always counted).")] = False,
+    zoo: Annotated[Optional[str], typer.Option(
+        help="List a library's classifiers instead, as --model takes them: torchvision or timm.")] = None,
+    contains: Annotated[str, typer.Option("--filter", help="With --zoo: only names containing this text.")] = "",
 ) -> None:
     """List the models (ACC-ViT variants and torchvision baselines): family, parameters, GFLOPs, weights.
 
@@ -25,6 +28,12 @@ def models(
     counts them now. 'ImageNet-1K (cached)' means weights="imagenet" works offline. A second table
     lists the paper's design study (Table 8): ACC-ViT-nano variants that finetune, pretrain and benchmark take too.
     """
+    if zoo is not None:  # a name list, no table: timm alone has over a thousand
+        from accvit_med.models.zoo import list_zoo
+
+        for name in list_zoo(zoo, contains):
+            typer.echo(name)
+        return
     from rich.console import Console
     from rich.table import Table
 

@@ -1,6 +1,6 @@
 """Atrous attention (sections 2.1-2.2) rewritten for speed with the same parameters and results.
 
-:class:`FastAtrousAttention` computes :class:`accvit_med.models.acc_vit.AtrousAttention`'s function:
+:class:`FastAtrousAttention` computes :class:`accvit_med.models.atrous_attention.AtrousAttention`'s function:
 - every branch's LayerNorm sees the same pixels, so the statistics are computed once and each
   branch's affine is folded into its qkv weights (:func:`folded_qkv`);
 - on CUDA every branch goes through ONE ``scaled_dot_product_attention`` call: dilation only
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from accvit_med.models.acc_vit import AtrousAttention, AttentionBranch
+from accvit_med.models.atrous_attention import AtrousAttention, AttentionBranch
 from accvit_med.models.partition import WINDOW, atrous_window_pixels
 
 
@@ -90,10 +90,10 @@ class FastAtrousAttention(AtrousAttention):
     ``use_reference``: run the reference forward instead (what :func:`count_flops` counts).
     """
 
-    def __init__(self, channels: int, head_dim: int, rates: tuple[int, ...], fusion: str = "gated") -> None:
-        if fusion != "gated":
-            raise ValueError(f"the fast atrous attention has gated fusion only, got {fusion!r}")
-        super().__init__(channels, head_dim, rates, fusion=fusion)
+    def __init__(self, channels: int, head_dim: int, rates: tuple[int, ...], gated: bool = True) -> None:
+        if not gated:
+            raise ValueError("the fast atrous attention has gated fusion only; build it with fast=False")
+        super().__init__(channels, head_dim, rates, gated=gated)
         self.use_reference = False
         # (height, width, device) -> (gather, scatter) token indices of the stacked path.
         self._index_cache: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}

@@ -1,7 +1,7 @@
 """The atrous inverted residual (eq. 3) and its BatchNorm, rewritten for speed with the same results.
 
 :class:`FastAtrousInvertedResidual` has the parameters of
-:class:`accvit_med.models.acc_vit.AtrousInvertedResidual` and computes the same function:
+:class:`accvit_med.models.atrous_conv.AtrousInvertedResidual` and computes the same function:
 - training: each branch's squeeze-and-excitation and gated share in one autograd Function
   (:class:`_GatedExcitation`), whose backward writes the activation's gradient in two passes; on the
   CPU the dilated depthwise convolutions train through hand-written backward passes
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import SqueezeExcitation
 
-from accvit_med.models.acc_vit import AtrousInvertedResidual, BatchNorm
+from accvit_med.models.atrous_conv import AtrousInvertedResidual, BatchNorm
 from accvit_med.models.fast.depthwise import DilatedDepthwiseConv, conv_gelu
 
 
@@ -151,10 +151,10 @@ class FastAtrousInvertedResidual(AtrousInvertedResidual):
     cuda_branches_contiguous = True
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, drop_path: float,
-                 fusion: str = "gated") -> None:
-        if fusion != "gated":
-            raise ValueError(f"the fast atrous inverted residual has gated fusion only, got {fusion!r}")
-        super().__init__(in_channels, out_channels, stride, drop_path, fusion=fusion)
+                 gated: bool = True) -> None:
+        if not gated:
+            raise ValueError("the fast atrous inverted residual has gated fusion only; build it with fast=False")
+        super().__init__(in_channels, out_channels, stride, drop_path, gated=gated)
         self.use_reference = False
 
     def gate_logits(self, expanded: torch.Tensor) -> torch.Tensor:

@@ -152,7 +152,7 @@ def pretrain(model: str, overrides: dict[str, Any], options: PretrainOptions,
 
 def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainOptions, run: RunDir,
            ctx: RunContext, checkpoint: Optional[dict]) -> PretrainResult:
-    from accvit_med.models import create_model
+    from accvit_med.models import create
 
     classes = data.classes
     num_classes = len(classes)
@@ -162,7 +162,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
     seed_everything(recipe.seed)  # the same initial weights on every rank
     # Resuming loads the checkpoint's weights, so the initial weights are read only for a new run.
     initial = options.weights if checkpoint is None else None
-    model = create_model(recipe.model, num_classes=num_classes, weights=initial, drop_path_rate=recipe.drop_path_rate)
+    created = create(recipe.model, num_classes=num_classes, weights=initial, drop_path_rate=recipe.drop_path_rate)
+    model = created.model
     model.to(ctx.device)
     teacher = None
     labelled = getattr(data, "labelled", True)
@@ -205,7 +206,7 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, options: PretrainO
         "classes": classes,
         "data_path": str(Path(options.data_path).resolve()),
         "weights": None if options.weights is None else {"spec": str(options.weights),
-                                                         "inheritance": getattr(model, "inheritance", None)},
+                                                         "inheritance": created.weights.inheritance},
         "distributed": {"world_size": ctx.dist.world_size, "batch_size_per_process": layout.per_process,
                         "accumulation_steps": layout.accumulation_steps},
         "ema_decay_adjusted": ema_decay,
