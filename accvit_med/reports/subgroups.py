@@ -276,3 +276,41 @@ def render_subgroups(analysis: SubgroupAnalysis) -> list[str]:
             lines.append(f"- {column}, {g.metric.replace('_', '-')}: {100 * g.gap:.1f} ({g.best} vs {g.worst})")
         lines.append("")
     return lines
+
+
+def _tasks(dataset: str) -> dict[str, tuple[str, ...]]:
+    """The data set's clinical binary tasks (its adapter's CLINICAL_TASKS), where declared."""
+    try:
+        from accvit_med.datasets.clinical import clinical_tasks
+    except ImportError:  # the adapters declare no tasks in this version: accuracy and macro-F1 only
+        return {}
+    return dict(clinical_tasks(dataset))
+
+
+def subgroups_section(data):
+    """Report section: for each run whose predictions carry metadata, its subgroup table(s), one
+    per clinical task of its data set (accuracy and macro-F1 only where it declares none)."""
+    from accvit_med.reports.run_sources import file_name, rendered
+
+    markdown, numbers, files, notes = [], {}, {}, []
+    for ds, scores in data.datasets.items():
+        for run in scores.runs:
+            predictions = run.run.predictions
+            if not predictions.metadata:
+                continue
+            tasks = {name: classes for name, classes in _tasks(ds).items()
+                     if set(classes) <= set(predictions.classes)} or {None: None}
+            for task, positive in tasks.items():
+                analysis = compute_subgroups(predictions, dataset=ds, run=run.name, positive=positive,
+                                             task_name=task, n_boot=data.settings.n_boot, seed=data.settings.seed)
+                key = f"{ds}/{run.name}" + (f"/{task}" if task else "")
+                numbers[key] = analysis.to_dict()
+                lines = render_subgroups(analysis)
+                if task:
+                    lines[0] += f" ({task})"
+                markdown += lines
+                stem = f"subgroups/{file_name(ds)}_{file_name(run.name)}" + (f"_{file_name(task)}" if task else "")
+                files[f"{stem}.md"] = "\n".join(lines) + "\n"
+    if not markdown:
+        return rendered()
+    return rendered(markdown=["## Subgroups", "", *markdown], files=files, data=numbers, notes=notes)
