@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
+from statsmodels.stats.proportion import proportion_confint
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
@@ -59,10 +60,16 @@ def _expected_left_out(isic: Path, split_csv: Path) -> tuple[set[str], set[str],
     return set(truth.loc[keep, "id"]), set(truth.loc[seen, "id"]), {"shared_lesion": int(shared.sum()), **by_part}
 
 
-def test_external_evaluation_leaves_out_the_runs_images_and_lesions(ham_run):
+@pytest.fixture(scope="module")
+def evaluated(ham_run):
+    _base, _ham, run, isic = ham_run
+    return runner.invoke(app, ["evaluate", "--run", str(run), "--dataset", "isic2019", "--data-dir", str(isic),
+                               "--workers", "0"])
+
+
+def test_external_evaluation_leaves_out_the_runs_images_and_lesions(ham_run, evaluated):
     base, _ham, run, isic = ham_run
-    result = runner.invoke(app, ["evaluate", "--run", str(run), "--dataset", "isic2019", "--data-dir", str(isic),
-                                 "--workers", "0"])
+    result = evaluated
     assert result.exit_code == 0, result.output
     folder = run / "external" / "isic2019"
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -114,3 +121,36 @@ def test_class_map_brings_a_class_in_and_bad_maps_are_one_line(ham_run, tmp_path
     again = runner.invoke(app, ["evaluate", "--run", str(run), "--dataset", "isic2019", "--data-dir", str(isic),
                                 "--class-map", str(mapping), "--out", str(out)])
     assert again.exit_code == 2 and "notes.txt" in again.stderr and (out / "notes.txt").read_text() == "mine"
+
+
+def test_report_shows_the_flow_the_subgroups_and_external_results_apart(ham_run, evaluated, tmp_path):
+    base, _ham, run, _isic = ham_run
+    assert evaluated.exit_code == 0, evaluated.output
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(run), "--out", str(out), "--n-boot", "50"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    split = pd.read_csv(base / "ham.csv", dtype=str, keep_default_na=False)
+    # The test predictions carry the split's metadata, row for row.
+    test = pd.read_csv(run / "predictions_test.csv", dtype=str, keep_default_na=False).merge(split, on="path")
+    for column in ("age", "sex", "localization", "dx_type"):
+        assert (test[f"meta_{column}"] == test[column]).all()
+    # Flow: the manifest's counts, which are the split CSV's.
+    flow = report["sections"]["flow"]["ham10000"]["flow"]
+    crosstab = pd.crosstab(split["split"], split["label"])
+    assert flow["counts"] == {s: {c: int(crosstab.at[s, c]) for c in crosstab.columns} for s in ("train", "val", "test")}
+    parts = report["sections"]["flow"]["ham10000"]["characteristics"]["partitions"]
+    ages = pd.to_numeric(split.loc[split["split"] == "train", "age"], errors="coerce").dropna()
+    assert parts["train"]["age"]["mean"] == pytest.approx(ages.mean()) and parts["train"]["age"]["sd"] == pytest.approx(ages.std())
+    assert (out / "figures" / "ham10000" / "flow.png").is_file()
+    assert "ham10000/accvit_femto" in report["sections"]["subgroups"]
+    # External: its own section, its own numbers; the internal summary still counts the 7 test images.
+    external = report["sections"]["external"]["evaluations"]
+    metrics = json.loads((run / "external" / "isic2019" / "metrics.json").read_text())
+    assert len(external) == 1 and external[0]["n"] == metrics["n"]
+    correct = round(metrics["accuracy"] * metrics["n"])
+    assert (external[0]["accuracy"]["low"], external[0]["accuracy"]["high"]) == pytest.approx(
+        proportion_confint(correct, metrics["n"], method="wilson"))
+    assert report["datasets"]["ham10000"]["runs"]["accvit_femto"]["n"] == len(split[split["split"] == "test"])
+    text = (out / "report.md").read_text()
+    assert text.index("## External validation") > text.index("## Summary")
