@@ -154,3 +154,29 @@ def test_report_shows_the_flow_the_subgroups_and_external_results_apart(ham_run,
     assert report["datasets"]["ham10000"]["runs"]["accvit_femto"]["n"] == len(split[split["split"] == "test"])
     text = (out / "report.md").read_text()
     assert text.index("## External validation") > text.index("## Summary")
+
+
+def test_overlap_follows_lesions_the_split_names_under_another_group(tmp_path):
+    """No model: the rows chosen for a run's config, when a group of the split was renamed (as a
+    group-aware split renames groups it joins), against the same computation in pandas."""
+    ham = synthetic.make_ham10000(tmp_path / "ham", per_class=8, size=(16, 12), seed=5)
+    create_split("ham10000", ham, tmp_path / "ham.csv", progress=False)
+    isic = synthetic.make_isic2019(tmp_path / "isic", per_class=1, size=(16, 12), ham_root=ham, ham_images=8,
+                                   ham_lesions=6, seed=3)
+    split = pd.read_csv(tmp_path / "ham.csv", dtype=str, keep_default_na=False)
+    meta = pd.read_csv(isic / "ISIC_2019_Training_Metadata.csv", dtype=str, keep_default_na=False)
+    seen_image = meta["image"].isin(split["path"].str.extract(r"(ISIC_\d+)\.jpg$", expand=False))
+    # A lesion with one photo in the split and another only in ISIC 2019: once its group is renamed
+    # in the split, only ISIC's metadata (the lesion of the run's image) still ties the two.
+    both = sorted(set(meta.loc[seen_image, "lesion_id"]) & set(meta.loc[~seen_image, "lesion_id"]))
+    assert both, "the layout should hold a lesion photographed in both sets"
+    renamed = both[0]
+    split.loc[split["group"] == renamed, "group"] = "joined-group"
+    split.to_csv(tmp_path / "edited.csv", index=False)
+    config = {"dataset": "ham10000", "classes": sorted(TO_HAM.values()),
+              "split": {"path": str(tmp_path / "edited.csv"), "absolute_path": str(tmp_path / "edited.csv")}}
+    kept, _match, overlap, _lines = select_rows(load_target("isic2019", isic, None, None), config["classes"], config)
+    evaluated, seen, counts = _expected_left_out(isic, tmp_path / "ham.csv")
+    assert set(kept["path"].str.extract(r"(ISIC_\d+)(?:_downsampled)?\.jpg$", expand=False)) == evaluated
+    assert overlap.same_image == {s: counts.get(s, 0) for s in ("train", "val", "test")}
+    assert overlap.same_lesion == counts["shared_lesion"] > 0
