@@ -106,3 +106,21 @@ def test_macro_f1_bootstrap_is_the_percentile_interval_of_row_resamples():
     rows = np.random.default_rng(11).integers(0, 40, size=(300, 40))
     scores = [f1_score(y_true[r], y_pred[r], average="macro", zero_division=0) for r in rows]
     assert got == pytest.approx(tuple(np.percentile(scores, [2.5, 97.5])), abs=1e-12)
+
+
+def test_meta_columns_round_trip_and_follow_row_order(tmp_path):
+    import csv
+
+    from accvit_med.reports.predictions import read_predictions, write_predictions
+
+    p = _predictions(n=12)
+    path = tmp_path / "predictions_test.csv"
+    write_predictions(path, p.paths, p.labels, p.preds, p.probs, p.classes, metadata=p.metadata)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["meta_sex"] for row in rows] == list(p.metadata["sex"])  # read back by csv, not by us
+    again = read_predictions(path)
+    assert set(again.metadata) == {"age", "sex", "localization"}
+    order = np.argsort(again.paths)[::-1]
+    taken = again.take(order)
+    assert list(taken.metadata["age"]) == [rows[i]["meta_age"] for i in order]
