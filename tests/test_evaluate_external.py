@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from accvit_med.cli import app
 from accvit_med.datasets import synthetic
 from accvit_med.datasets.create_split import create_split
-from accvit_med.ownership import read_marker, write_marker
+from accvit_med.ownership import owned_by_us, read_marker, write_marker
+from accvit_med.rundir.claim import RUN_CONTENTS
 from accvit_med.training.evaluate_external import load_target, select_rows
 
 runner = CliRunner()
@@ -63,6 +64,8 @@ def _expected_left_out(isic: Path, split_csv: Path) -> tuple[set[str], set[str],
 @pytest.fixture(scope="module")
 def evaluated(ham_run):
     _base, _ham, run, isic = ham_run
+    # As a run made before external/ existed: its marker does not list the folder.
+    write_marker(run, "run", [name for name in RUN_CONTENTS if name != "external"])
     return runner.invoke(app, ["evaluate", "--run", str(run), "--dataset", "isic2019", "--data-dir", str(isic),
                                "--workers", "0"])
 
@@ -92,6 +95,7 @@ def test_external_evaluation_leaves_out_the_runs_images_and_lesions(ham_run, eva
     assert metrics["macro_f1"] == pytest.approx(
         f1_score(predictions["label"], predictions["pred"], labels=sorted(TO_HAM.values()), average="macro", zero_division=0))
     assert read_marker(folder)["kind"] == "external" and "external" in read_marker(run)["contents"]
+    assert owned_by_us(run, "run")  # so finetune --force may still replace the whole run
 
 
 def test_class_map_brings_a_class_in_and_bad_maps_are_one_line(ham_run, tmp_path):

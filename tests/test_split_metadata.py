@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
@@ -118,3 +119,33 @@ def test_busi_masks_are_counted_as_left_out(tmp_path):
     masks = [f for f in _image_files(root) if "_mask" in f.name]
     assert flow["left_out"] == {"masks": len(masks)}
     assert flow["images_found"] == len(_image_files(root)) == flow["samples"] + len(masks)
+
+
+def test_report_flow_and_characteristics_are_the_split_files_numbers(tmp_path):
+    import json
+
+    from accvit_med.reports.flow import characteristics, compute_flow, flow_figure, render_flow_table
+    from accvit_med.reports.run_sources import RunSplit
+
+    root = synthetic.make_ham10000(tmp_path / "ham", per_class={"akiec": 8, "bcc": 9, "bkl": 12, "df": 8,
+                                                                "mel": 10, "nv": 20, "vasc": 8}, size=(16, 12), seed=5)
+    shutil.copyfile(sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[0], root / "HAM10000_images_part_1" / "._x.jpg")
+    out = tmp_path / "ham.csv"
+    assert _split("--dataset", "ham10000", "--data-dir", root, "--out", out).exit_code == 0
+    frame = pd.read_csv(out, dtype=str, keep_default_na=False)
+    split = RunSplit(out, frame, json.loads(out.with_suffix(".json").read_text()))
+    flow = compute_flow(split)
+    crosstab = pd.crosstab(frame["label"], frame["split"])
+    assert flow.counts == {s: {c: int(crosstab.at[c, s]) for c in crosstab.index} for s in ("train", "val", "test")}
+    assert flow.left_out == {"hidden files": 1} and flow.images_found == len(_image_files(root))
+    table = render_flow_table(flow)
+    assert "| left out: hidden files | 1 |" in table
+    texts = [t.get_text() for t in flow_figure(flow).axes[0].texts]
+    assert any(t.startswith(f"test: {(frame['split'] == 'test').sum()}") for t in texts)
+    parts = characteristics(split)["partitions"]
+    for part in ("train", "val", "test"):
+        rows = frame[frame["split"] == part]
+        ages = pd.to_numeric(rows["age"], errors="coerce")
+        assert parts[part]["age"]["mean"] == pytest.approx(ages.mean())
+        assert parts[part]["age"]["unknown"] == int(ages.isna().sum())
+        assert parts[part]["sex"] == rows["sex"].value_counts().to_dict()
