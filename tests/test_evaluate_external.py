@@ -147,7 +147,10 @@ def test_report_shows_the_flow_the_subgroups_and_external_results_apart(ham_run,
     ages = pd.to_numeric(split.loc[split["split"] == "train", "age"], errors="coerce").dropna()
     assert parts["train"]["age"]["mean"] == pytest.approx(ages.mean()) and parts["train"]["age"]["sd"] == pytest.approx(ages.std())
     assert (out / "figures" / "ham10000" / "flow.png").is_file()
-    assert "ham10000/accvit_femto" in report["sections"]["subgroups"]
+    # One subgroup table per clinical task HAM10000 declares, each with the task's sensitivity.
+    tables = report["sections"]["subgroups"]
+    assert {"ham10000/accvit_femto/melanoma", "ham10000/accvit_femto/malignant"} <= set(tables)
+    assert tables["ham10000/accvit_femto/malignant"]["task"]["positive"] == ["mel", "bcc", "akiec"]
     # External: its own section, its own numbers; the internal summary still counts the 7 test images.
     external = report["sections"]["external"]["evaluations"]
     metrics = json.loads((run / "external" / "isic2019" / "metrics.json").read_text())

@@ -13,9 +13,10 @@ from typing import Optional
 
 import numpy as np
 
+from accvit_med.reports.intervals import wilson_interval
 from accvit_med.reports.predictions import read_predictions
 from accvit_med.reports.run_sources import ExternalEvaluation, external_evaluations, rendered
-from accvit_med.reports.subgroups import Estimate, bootstrap_macro_f1, wilson_interval
+from accvit_med.reports.subgroups import Estimate, bootstrap_macro_f1
 
 
 @dataclass

@@ -1,31 +1,16 @@
 """What the evidence sections read beside a run's predictions: its split file and its external
 evaluations, found from the run directory (``config.json`` names the split).
-
-Also the one place these sections build their output, so that they plug into the report's
-section list (``reports/sections.py``'s ``Rendered``) and, where that module is absent, into the
-report's own hook with the same fields.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pandas as pd
-
-
-@dataclass
-class SectionOutput:
-    """The fields of ``reports.sections.Rendered`` these sections use."""
-
-    markdown: list[str] = field(default_factory=list)
-    figures: dict[str, Callable] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    data: Optional[dict] = None
-    notes: list[str] = field(default_factory=list)
 
 
 def file_name(text: str) -> str:
@@ -34,11 +19,9 @@ def file_name(text: str) -> str:
 
 
 def rendered(**fields):
-    """The report's ``Rendered`` when the section list exists, else :class:`SectionOutput`."""
-    try:
-        from accvit_med.reports.sections import Rendered
-    except ImportError:
-        return SectionOutput(**fields)
+    """The report's ``Rendered`` (imported late: the sections module imports scoring and figures)."""
+    from accvit_med.reports.sections import Rendered
+
     return Rendered(**fields)
 
 

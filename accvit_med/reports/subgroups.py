@@ -21,12 +21,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from accvit_med.reports.intervals import wilson_interval
 from accvit_med.reports.predictions import Predictions
 
 MIN_LEVEL_IMAGES = 10
 AGE_COLUMNS = ("age", "age_approx")
 AGE_BINS = ("<30", "30-49", "50-69", ">=70", "unknown")
-Z95 = 1.959963984540054
 GAP_METRICS = ("accuracy", "macro_f1", "sensitivity", "specificity")
 
 
@@ -52,15 +52,6 @@ def levels_of(column: str, values: np.ndarray) -> np.ndarray:
     if column.lower() in AGE_COLUMNS:
         return np.array([age_bin(v) for v in values], dtype=object)
     return np.array([str(v).strip() or "unknown" for v in values], dtype=object)
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of the proportion k/n (never zero width for n > 0)."""
-    if n <= 0:
-        raise ValueError("a proportion needs n > 0")
-    centre = (k + z * z / 2) / (n + z * z)
-    half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
@@ -280,10 +271,8 @@ def render_subgroups(analysis: SubgroupAnalysis) -> list[str]:
 
 def _tasks(dataset: str) -> dict[str, tuple[str, ...]]:
     """The data set's clinical binary tasks (its adapter's CLINICAL_TASKS), where declared."""
-    try:
-        from accvit_med.datasets.clinical import clinical_tasks
-    except ImportError:  # the adapters declare no tasks in this version: accuracy and macro-F1 only
-        return {}
+    from accvit_med.datasets.clinical import clinical_tasks
+
     return dict(clinical_tasks(dataset))
 
 
