@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from accvit_med.datasets.base import SampleTable, finish_frame, read_table, require_columns
+from accvit_med.datasets.base import HIDDEN, SampleTable, finish_frame, read_table, require_columns
 from accvit_med.datasets.imagepolicy import listed_candidates
 from accvit_med.errors import UserError
 
@@ -60,7 +60,7 @@ def load(root: str | os.PathLike) -> SampleTable:
     for column in metadata:
         table[column] = frame[column].to_numpy()
     return SampleTable("csv", root, finish_frame(table), sorted(set(table["label"])), has_groups=has_groups,
-                       notes=notes, metadata_columns=metadata)
+                       notes=notes, metadata_columns=metadata, left_out={HIDDEN: len(left_out)} if left_out else {})
 
 
 def _find_csv(path: Path) -> Path:
