@@ -25,7 +25,7 @@ def _check_paths(table) -> None:
 
 
 def test_list_datasets():
-    assert datasets.list_datasets() == ["ham10000", "eyepacs", "busi", "folder", "csv"]
+    assert datasets.list_datasets() == ["ham10000", "eyepacs", "busi", "isic2019", "folder", "csv"]
 
 
 def test_unknown_dataset():

@@ -110,7 +110,9 @@ def test_run_directory_holds_every_file(quick_demo, model):
     split = pd.read_csv(out / "splits" / "ham10000.csv")
     predictions = pd.read_csv(run / "predictions_test.csv")
     assert sorted(predictions["path"]) == sorted(split.loc[split["split"] == "test", "path"])
-    assert list(predictions.columns) == ["path", "label", "pred"] + [f"prob_{c}" for c in HAM_CLASSES]
+    # The split's subgroup metadata follows the probabilities (docs/file-formats.md).
+    assert list(predictions.columns) == ["path", "label", "pred"] + [f"prob_{c}" for c in HAM_CLASSES] + [
+        "meta_age", "meta_sex", "meta_localization", "meta_dx_type"]
     metrics = json.loads((run / "metrics.json").read_text())
     expected = f1_score(predictions["label"], predictions["pred"], labels=list(HAM_CLASSES), average="macro", zero_division=0)
     assert metrics["macro_f1"] == pytest.approx(expected, abs=1e-9)

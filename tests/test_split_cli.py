@@ -52,7 +52,8 @@ def test_split_table_counts_match_the_csv(ham, tmp_path):
     result = _split("--dataset", "ham10000", "--data-dir", ham, "--out", out)
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert frame.columns.tolist() == ["path", "label", "group", "split"]
+    # HAM10000's subgroup metadata follows the four split columns (tests/test_split_metadata.py).
+    assert frame.columns.tolist() == ["path", "label", "group", "split", "age", "sex", "localization", "dx_type"]
     assert len(frame) == 56 and set(frame["split"]) == set(SPLITS)
     manifest = json.loads(out.with_suffix(".json").read_text())
     crosstab = pd.crosstab(frame["label"], frame["split"])

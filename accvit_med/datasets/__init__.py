@@ -4,8 +4,9 @@
 >>> table = datasets.load("ham10000", "datasets/ham10000")   # path, label, group per image
 >>> frame = datasets.splits.make_split(table, seed=42)        # + split column
 
-Adapters: ``ham10000`` (incl. the ISIC 2018 Task 3 copy), ``eyepacs``, ``busi``, ``folder``
-(one folder per class) and ``csv`` (``path,label[,group]``).
+Adapters: ``ham10000`` (incl. the ISIC 2018 Task 3 copy), ``eyepacs``, ``busi``, ``isic2019``
+(an external test set for HAM10000 models), ``folder`` (one folder per class) and ``csv``
+(``path,label[,group]`` + metadata columns).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from accvit_med.datasets import busi, csvdata, eyepacs, folder, ham10000, splits
+from accvit_med.datasets import busi, csvdata, eyepacs, folder, ham10000, isic2019, splits
 from accvit_med.datasets.base import SampleTable
 from accvit_med.errors import UserError
 
@@ -22,6 +23,7 @@ _LOADERS: dict[str, Callable[[str | os.PathLike], SampleTable]] = {
     "ham10000": ham10000.load,
     "eyepacs": eyepacs.load,
     "busi": busi.load,
+    "isic2019": isic2019.load,
     "folder": folder.load,
     "csv": csvdata.load,
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -122,10 +122,7 @@ def merge_groups(table: SampleTable, clusters: Sequence[Sequence[str]], reason: 
     merged["group"] = merged["group"].map(find)
     joined = sum(1 for c in clusters if len({group_of.get(p) for p in c}) > 1)
     notes = table.notes + ([f"{reason}: {joined} cluster(s) joined into one group each"] if joined else [])
-    return SampleTable(
-        table.name, table.root, merged, table.classes, table.ordinal,
-        has_groups=table.has_groups or joined > 0, notes=notes,
-    )
+    return replace(table, frame=merged, has_groups=table.has_groups or joined > 0, notes=notes)
 
 
 @dataclass

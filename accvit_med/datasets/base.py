@@ -8,9 +8,10 @@ with its ``path`` (relative to the data root, POSIX separators), ``label`` (clas
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import pandas as pd
 
@@ -22,6 +23,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 # Deep enough for "download/Dataset_BUSI_with_GT/benign/x.png" and ISIC's nested zips, shallow
 # enough that pointing at a home folder by mistake fails fast instead of walking the disk.
 SEARCH_DEPTH = 3
+# Why an image file found under the data root is not a sample (the keys of SampleTable.left_out and
+# of the split manifest's "left_out"), in the order a flow diagram lists them.
+HIDDEN, DUPLICATE_COPY, UNLISTED, MASK, UNREADABLE = (
+    "hidden files", "duplicate copies", "not in the label file", "masks", "unreadable")
+LEFT_OUT_REASONS = (HIDDEN, DUPLICATE_COPY, UNLISTED, MASK, UNREADABLE)
 
 
 @dataclass
@@ -37,6 +43,12 @@ class SampleTable:
     # --dedupe): the split can then be exact at image level.
     has_groups: bool = True
     notes: list[str] = field(default_factory=list)
+    # Metadata columns of ``frame`` (age, sex, eye...) that a split may keep for subgroup analysis,
+    # and those it keeps unless told otherwise.
+    metadata_columns: list[str] = field(default_factory=list)
+    subgroups: list[str] = field(default_factory=list)
+    # Image files found under the root that are not samples, counted by reason (LEFT_OUT_REASONS).
+    left_out: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in self.frame.columns]
@@ -59,11 +71,14 @@ def check_data_root(root: str | os.PathLike, dataset: str) -> Path:
     return root.resolve()
 
 
-def walk_files(root: Path, max_depth: int) -> Iterable[tuple[str, os.DirEntry]]:
+def walk_files(
+    root: Path, max_depth: int, skipped: Optional[Counter] = None
+) -> Iterable[tuple[str, os.DirEntry]]:
     """Yield (relative POSIX path, entry) for every file below ``root``, breadth first, sorted.
 
     What the image policy never takes as input (hidden and AppleDouble files, ``__MACOSX``,
-    ``Thumbs.db``, our cache folder) is skipped.
+    ``Thumbs.db``, our cache folder) is skipped; ``skipped[HIDDEN]`` counts the skipped files
+    named like images (``._ISIC_0024306.jpg``), so the data flow can say how many there were.
     """
     level = [("", root)]
     for depth in range(max_depth + 1):
@@ -75,6 +90,8 @@ def walk_files(root: Path, max_depth: int) -> Iterable[tuple[str, os.DirEntry]]:
                 continue
             for entry in entries:
                 if not is_candidate_name(entry.name):
+                    if skipped is not None and _image_named(entry.name) and not entry.is_dir():
+                        skipped[HIDDEN] += 1
                     continue
                 rel = f"{rel_dir}{entry.name}"
                 if entry.is_dir():
@@ -83,6 +100,10 @@ def walk_files(root: Path, max_depth: int) -> Iterable[tuple[str, os.DirEntry]]:
                 else:
                     yield rel, entry
         level = next_level
+
+
+def _image_named(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def find_file(root: Path, names: Iterable[str], what: str, max_depth: int = SEARCH_DEPTH) -> Path:
@@ -109,24 +130,38 @@ def find_file(root: Path, names: Iterable[str], what: str, max_depth: int = SEAR
 
 
 def index_images(
-    root: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, max_depth: int = SEARCH_DEPTH
+    root: Path,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    max_depth: int = SEARCH_DEPTH,
+    counts: Optional[Counter] = None,
 ) -> dict[str, str]:
     """Map each image's file stem to one file below ``root``.
 
     One directory scan instead of a stat per listed image keeps 35k-row label files fast. Mirrors
     often carry a second copy of a folder: the shallowest, then alphabetically first, copy wins,
     so each image is counted once and the choice does not depend on the file system's order.
+    ``counts`` (when given) receives the hidden files and the further copies passed over.
     """
     extensions = tuple(e.lower() for e in extensions)
     index: dict[str, str] = {}
-    for rel, entry in walk_files(root, max_depth):
+    for rel, entry in walk_files(root, max_depth, counts):
         stem, dot, ext = entry.name.rpartition(".")
         if not dot or f".{ext.lower()}" not in extensions:
             continue
         # walk_files yields shallow files first and each level sorted, so the first seen wins.
         if stem not in index:
             index[stem] = rel
+        elif counts is not None:
+            counts[DUPLICATE_COPY] += 1
     return index
+
+
+def unlisted_images(index: dict[str, str], listed: Iterable[str], counts: Counter) -> dict[str, int]:
+    """``counts`` plus the indexed images the label file does not list, as a plain dict."""
+    missing = len(set(index.values()) - set(listed))
+    if missing:
+        counts[UNLISTED] += missing
+    return {reason: int(counts[reason]) for reason in LEFT_OUT_REASONS if counts.get(reason)}
 
 
 def relative_to_root(root: Path, folder: Path) -> str:

@@ -21,6 +21,8 @@ from accvit_med.datasets.base import (
     SampleTable,
     check_data_root,
     finish_frame,
+    HIDDEN,
+    MASK,
     relative_to_root,
 )
 from accvit_med.datasets.imagepolicy import is_candidate_name
@@ -36,14 +38,17 @@ MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_\d+)?$", re.IGNORECASE)
 def load(root: str | os.PathLike) -> SampleTable:
     root = check_data_root(root, "BUSI")
     base = _find_class_folders(root)
-    rows, orphan_masks = [], 0
+    rows, orphan_masks, hidden, n_masks = [], 0, 0, 0
     for label in CLASSES:
         folder = _child(base, label)
         images: dict[str, str] = {}
         masks: dict[str, list[str]] = {}
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             stem, ext = os.path.splitext(entry.name)
-            if not entry.is_file() or not is_candidate_name(entry.name) or ext.lower() not in IMAGE_EXTENSIONS:
+            if not entry.is_file() or ext.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if not is_candidate_name(entry.name):
+                hidden += 1
                 continue
             rel = relative_to_root(root, folder) + entry.name
             mask = MASK_STEM.match(stem)
@@ -52,11 +57,14 @@ def load(root: str | os.PathLike) -> SampleTable:
             else:
                 images[stem] = rel
         orphan_masks += sum(len(v) for k, v in masks.items() if k not in images)
+        n_masks += sum(len(v) for v in masks.values())
         for stem, rel in images.items():
             rows.append((rel, label, rel, ";".join(_natural(masks.get(stem, [])))))
     notes = [f"{orphan_masks} mask file(s) without their image were ignored"] if orphan_masks else []
     frame = pd.DataFrame(rows, columns=["path", "label", "group", "mask_paths"])
-    return SampleTable("busi", root, finish_frame(frame), list(CLASSES), has_groups=False, notes=notes)
+    left_out = {reason: n for reason, n in ((HIDDEN, hidden), (MASK, n_masks)) if n}
+    return SampleTable("busi", root, finish_frame(frame), list(CLASSES), has_groups=False, notes=notes,
+                       left_out=left_out)
 
 
 def _child(folder: Path, name: str) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +18,7 @@ import pandas as pd
 
 from accvit_med.datasets import load
 from accvit_med.datasets.audit import AuditResult, audit_split, exact_duplicates, merge_groups
+from accvit_med.datasets.base import LEFT_OUT_REASONS, UNREADABLE
 from accvit_med.datasets.base import SampleTable
 from accvit_med.datasets.imagecheck import find_unreadable
 from accvit_med.datasets.splits import (
@@ -85,21 +86,29 @@ def create_split(
     dedupe: bool = False,
     progress: bool = True,
     protocol: str = "grouped",
+    subgroups: Optional[Sequence[str]] = None,
 ) -> SplitResult:
     """Split ``dataset`` and write ``out`` (default ``splits/<dataset>.csv``) plus its manifest.
 
     ``protocol`` is one of :data:`PROTOCOLS`; ``grouped`` None means the protocol's choice (an
     explicit True with the paper's per-image protocol is refused, as are other ratios or ``dedupe``).
+    ``subgroups`` names the metadata columns kept after ``path,label,group,split`` (default: the
+    adapter's, e.g. HAM10000's age, sex, localization, dx_type; EyePACS's eye; none for csv).
     """
     ratios = normalise_ratios(ratios)
     grouped = protocol_grouping(protocol, grouped, ratios, dedupe)
-    table = load(dataset, data_dir, dedupe=dedupe, progress=progress)
+    table = keep_subgroups(load(dataset, data_dir, dedupe=dedupe, progress=progress), subgroups)
     notes = list(table.notes)
+    n_listed = len(table)
     excluded: list[tuple[str, str]] = []
+    unreadable_labels: list[str] = []
     if check:
         excluded = find_unreadable(table.root, list(table.frame["path"]), progress=progress)
         if excluded:
+            label_of = dict(zip(table.frame["path"], table.frame["label"]))
+            unreadable_labels = [label_of[p] for p, _ in excluded]
             table = _without(table, {p for p, _ in excluded})
+    flow = _flow(table, n_listed, unreadable_labels)
     duplicates = exact_duplicates(table.root, table.frame["path"])
     use_groups = grouped and (table.has_groups or bool(duplicates))
     if use_groups:
@@ -120,6 +129,8 @@ def create_split(
         "classes": list(table.classes),
         "ordinal": table.ordinal,
         "audit": audit.to_dict(),
+        "subgroups": list(table.subgroups),
+        "flow": {**flow, "byte_identical_files_grouped": sum(len(c) for c in duplicates) if use_groups else 0},
     }
     if check:
         manifest["excluded"] = [{"path": p, "reason": r} for p, r in excluded]
@@ -130,7 +141,38 @@ def create_split(
 
 def _without(table: SampleTable, paths: set[str]) -> SampleTable:
     frame = table.frame[~table.frame["path"].isin(paths)].reset_index(drop=True)
-    return SampleTable(table.name, table.root, frame, table.classes, table.ordinal, table.has_groups, table.notes)
+    return replace(table, frame=frame)
+
+
+def keep_subgroups(table: SampleTable, subgroups: Optional[Sequence[str]]) -> SampleTable:
+    """``table`` with only the metadata columns named (None: the adapter's default ones)."""
+    chosen = list(table.subgroups) if subgroups is None else list(dict.fromkeys(subgroups))
+    unknown = [c for c in chosen if c not in table.metadata_columns]
+    if unknown:
+        offered = ", ".join(table.metadata_columns) or "none"
+        raise UserError(
+            f"--subgroups: {table.name} has no metadata column '{unknown[0]}' (its columns: {offered}); "
+            "name columns of the label file (the csv layout keeps any extra column; a folder per class has none)"
+        )
+    dropped = [c for c in table.metadata_columns if c not in chosen]
+    return replace(table, frame=table.frame.drop(columns=dropped), subgroups=chosen, metadata_columns=chosen)
+
+
+def _flow(table: SampleTable, n_listed: int, unreadable_labels: list[str]) -> dict:
+    """What the manifest records of the data flow: image files found, left out by reason, kept.
+
+    Unreadable images have a label, so they are also counted per class; the other reasons
+    (hidden files, masks, further copies, files the label file does not list) have none.
+    """
+    left_out = dict(table.left_out)
+    if unreadable_labels:
+        left_out[UNREADABLE] = len(unreadable_labels)
+    return {
+        "images_found": n_listed + sum(table.left_out.values()),
+        "left_out": {reason: int(left_out[reason]) for reason in LEFT_OUT_REASONS if left_out.get(reason)},
+        "unreadable_by_class": {c: unreadable_labels.count(c) for c in table.classes if c in unreadable_labels},
+        "samples": len(table),
+    }
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """A user's own images listed in a CSV: ``path,label`` and optionally ``group``.
 
+Any further column (age, sex, site, scanner...) is metadata: a split keeps the ones named with
+``--subgroups`` for the report's subgroup table.
+
 ``--data-dir`` is the CSV file itself, or the folder holding it (``labels.csv``, or its only
 ``.csv``). Paths are relative to the CSV's folder, which is the data root; a path that leads
 outside it (``../``, or an absolute path elsewhere) is refused, so a split never silently mixes
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from accvit_med.datasets.base import SampleTable, finish_frame, read_table, require_columns
+from accvit_med.datasets.base import HIDDEN, SampleTable, finish_frame, read_table, require_columns
 from accvit_med.datasets.imagepolicy import listed_candidates
 from accvit_med.errors import UserError
 
@@ -53,8 +56,11 @@ def load(root: str | os.PathLike) -> SampleTable:
     has_groups = "group" in frame.columns
     groups = frame["group"].where(frame["group"] != "", pd.Series(paths)) if has_groups else pd.Series(paths)
     table = pd.DataFrame({"path": paths, "label": frame["label"], "group": groups})
+    metadata = [c for c in frame.columns if c not in ("path", "label", "group") and c]
+    for column in metadata:
+        table[column] = frame[column].to_numpy()
     return SampleTable("csv", root, finish_frame(table), sorted(set(table["label"])), has_groups=has_groups,
-                       notes=notes)
+                       notes=notes, metadata_columns=metadata, left_out={HIDDEN: len(left_out)} if left_out else {})
 
 
 def _find_csv(path: Path) -> Path:

@@ -11,6 +11,7 @@ Group = the patient number: a patient's two eyes are strongly correlated and mus
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pandas as pd
 
@@ -25,6 +26,7 @@ from accvit_med.datasets.base import (
     relative_to_root,
     require_columns,
     resolve_listed_images,
+    unlisted_images,
 )
 from accvit_med.errors import UserError
 
@@ -49,15 +51,19 @@ def load(root: str | os.PathLike) -> SampleTable:
     if len(repeated):
         raise UserError(f"image '{repeated.iloc[0]}' is listed twice in '{labels_path}'; remove the repeated row")
     folder = labels_path.parent
-    index = index_images(folder, IMAGE_EXTENSIONS)
+    counts: Counter = Counter()
+    index = index_images(folder, IMAGE_EXTENSIONS, counts=counts)
     paths = resolve_listed_images(images, index, labels_path, f"'{folder}' and its subfolders (e.g. train/)")
+    left_out = unlisted_images(index, paths, counts)
     prefix = relative_to_root(root, folder)
     table = pd.DataFrame({
         "path": [prefix + p for p in paths],
         "label": [CLASSES[int(v)] for v in levels],
         "group": images.map(patient_of),
+        "eye": images.map(eye_of),
     })
-    return SampleTable("eyepacs", root, finish_frame(table), list(CLASSES), ordinal=True)
+    return SampleTable("eyepacs", root, finish_frame(table), list(CLASSES), ordinal=True,
+                       metadata_columns=["eye"], subgroups=["eye"], left_out=left_out)
 
 
 def patient_of(image: str) -> str:
@@ -66,3 +72,7 @@ def patient_of(image: str) -> str:
     return stem if stem and eye.lower() in ("left", "right") else image
 
 
+def eye_of(image: str) -> str:
+    """``"10_left"`` -> ``"left"``; ``"unknown"`` for a name without an eye suffix."""
+    _stem, _, eye = image.rpartition("_")
+    return eye.lower() if eye.lower() in ("left", "right") else "unknown"

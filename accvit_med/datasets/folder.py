@@ -6,6 +6,7 @@ Class names are the folder names, sorted. Every image is its own group.
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pandas as pd
 
@@ -31,10 +32,11 @@ def load(root: str | os.PathLike) -> SampleTable:
         key=lambda e: e.name,
     )
     classes = []
+    skipped: Counter = Counter()
     for entry in class_dirs:
         images = [
             f"{entry.name}/{rel}"
-            for rel, file in walk_files(root / entry.name, CLASS_DEPTH)
+            for rel, file in walk_files(root / entry.name, CLASS_DEPTH, skipped)
             if os.path.splitext(file.name)[1].lower() in IMAGE_EXTENSIONS
         ]
         if images:
@@ -46,4 +48,4 @@ def load(root: str | os.PathLike) -> SampleTable:
             "subfolder per class (at least two), e.g. <data-dir>/benign/*.png, <data-dir>/malignant/*.png"
         )
     frame = pd.DataFrame(rows, columns=["path", "label", "group"])
-    return SampleTable("folder", root, finish_frame(frame), classes, has_groups=False)
+    return SampleTable("folder", root, finish_frame(frame), classes, has_groups=False, left_out=dict(skipped))

@@ -14,6 +14,7 @@ set, and an image-level split scatters them over train and test.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,7 @@ from accvit_med.datasets.base import (
     relative_to_root,
     require_columns,
     resolve_listed_images,
+    unlisted_images,
 )
 from accvit_med.errors import UserError
 
@@ -40,6 +42,10 @@ METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_me
 ISIC_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
 ISIC_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
+# Subgroup metadata of HAM10000_metadata.csv kept in the split by default; Dataverse's 8th column
+# ``dataset`` (the source collection) may be asked for with --subgroups.
+SUBGROUPS = ("age", "sex", "localization", "dx_type")
+OPTIONAL_METADATA = ("dataset",)
 
 
 def load(root: str | os.PathLike) -> SampleTable:
@@ -66,13 +72,19 @@ def _load_metadata(root: Path, metadata: Path) -> SampleTable:
     check_labels(frame["dx"], CLASSES, metadata, "dx")
     _reject_repeated_ids(frame["image_id"], metadata)
     folder = metadata.parent
-    index = index_images(folder, IMAGE_EXTENSIONS)
+    counts: Counter = Counter()
+    index = index_images(folder, IMAGE_EXTENSIONS, counts=counts)
     paths = resolve_listed_images(frame["image_id"], index, metadata, f"'{folder}' and its subfolders")
+    left_out = unlisted_images(index, paths, counts)
     prefix = relative_to_root(root, folder)
     # A row without lesion_id is its own lesion.
     group = frame["lesion_id"].where(frame["lesion_id"] != "", frame["image_id"])
     table = pd.DataFrame({"path": [prefix + p for p in paths], "label": frame["dx"], "group": group})
-    return SampleTable("ham10000", root, finish_frame(table), list(CLASSES))
+    present = [c for c in (*SUBGROUPS, *OPTIONAL_METADATA) if c in frame.columns]
+    for column in present:
+        table[column] = frame[column]
+    return SampleTable("ham10000", root, finish_frame(table), list(CLASSES), metadata_columns=present,
+                       subgroups=[c for c in SUBGROUPS if c in present], left_out=left_out)
 
 
 def _load_isic2018(root: Path, truth: Path) -> SampleTable:
@@ -93,8 +105,10 @@ def _load_isic2018(root: Path, truth: Path) -> SampleTable:
     images = frame["image"].str.strip()
     _reject_repeated_ids(images, truth)
     labels = onehot.to_numpy().argmax(axis=1)
-    index = index_images(root, IMAGE_EXTENSIONS)
+    counts: Counter = Counter()
+    index = index_images(root, IMAGE_EXTENSIONS, counts=counts)
     paths = resolve_listed_images(images, index, truth, f"'{root}' and its subfolders")
+    left_out = unlisted_images(index, paths, counts)
     notes = []
     try:
         groupings_path = find_file(root, [ISIC_GROUPINGS], "ISIC 2018 lesion groupings")
@@ -108,7 +122,8 @@ def _load_isic2018(root: Path, truth: Path) -> SampleTable:
         groups = images.map(lambda image: lesion_of.get(image) or image)
         has_groups = True
     table = pd.DataFrame({"path": paths, "label": [CLASSES[i] for i in labels], "group": groups})
-    return SampleTable("ham10000", root, finish_frame(table), list(CLASSES), has_groups=has_groups, notes=notes)
+    return SampleTable("ham10000", root, finish_frame(table), list(CLASSES), has_groups=has_groups, notes=notes,
+                       left_out=left_out)
 
 
 def _reject_repeated_ids(ids: pd.Series, listing: Path) -> None:

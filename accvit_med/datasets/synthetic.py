@@ -388,3 +388,72 @@ def make_csv_dataset(
             rows.append((rel, name, f"{name}-subject{i // images_per_group:03d}"))
     _write_rows(root / filename, ("path", "label", "group"), rows)
     return root
+
+
+ISIC2019_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
+_ISIC2019_TO_HAM = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "BKL": "bkl", "DF": "df", "VASC": "vasc"}
+
+
+def make_isic2019(
+    root: str | os.PathLike,
+    per_class: int | Mapping[str, int] = 3,
+    seed: int = 0,
+    size: tuple[int, int] = (600, 450),
+    ham_root: str | os.PathLike | None = None,
+    ham_images: int = 0,
+    ham_lesions: int = 0,
+    downsampled: int = 2,
+) -> Path:
+    """ISIC 2019: ``ISIC_2019_Training_Input/``, the one-hot ground truth and the metadata CSV.
+
+    With ``ham_root`` (a :func:`make_ham10000` folder), ``ham_images`` of its images are copied in
+    under their own ``ISIC_`` id and ``HAM_`` lesion id, and ``ham_lesions`` further new images
+    are photos of HAM10000 lesions (a lesion id of the HAM10000 metadata, an id of their own), as
+    in the real set. ``downsampled`` of the new images get the ``_downsampled`` suffix (file and
+    listing, as MSK images have).
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    counts = _per_class(ISIC2019_COLUMNS[:-1], per_class)
+    folder = root / "ISIC_2019_Training_Input"
+    rows = []  # image, class, lesion_id
+    number = 60000
+    for name, n in counts.items():
+        for _ in range(n):
+            image = f"ISIC_{number:07d}"
+            number += 1
+            index = ISIC2019_COLUMNS.index(name)
+            _save(render(rng, index, size, "skin"), folder / f"{image}.jpg")
+            lesion = f"BCN_{number:07d}" if rng.random() < 0.8 else ""
+            rows.append([image, name, lesion])
+    for row in rows[:downsampled]:
+        old = folder / f"{row[0]}.jpg"
+        row[0] = f"{row[0]}_downsampled"
+        old.rename(folder / f"{row[0]}.jpg")
+    if ham_root is not None:
+        ham = Path(ham_root)
+        meta = [line.split(",") for line in (ham / "HAM10000_metadata.csv").read_text().splitlines()[1:]]
+        to_isic = {v: k for k, v in _ISIC2019_TO_HAM.items()}
+        chosen = rng.permutation(len(meta))
+        for j in chosen[:ham_images].tolist():
+            lesion, image, dx = meta[j][:3]
+            source = next(ham.glob(f"HAM10000_images_part_*/{image}.jpg"))
+            shutil.copyfile(source, folder / f"{image}.jpg")
+            rows.append([image, to_isic[dx], lesion])
+        for j in chosen[ham_images:ham_images + ham_lesions].tolist():
+            lesion, _image, dx = meta[j][:3]
+            image = f"ISIC_{number:07d}"
+            number += 1
+            _save(render(rng, HAM_CLASSES.index(dx), size, "skin"), folder / f"{image}.jpg")
+            rows.append([image, to_isic[dx], lesion])
+    rows.sort()
+    truth = [[image] + ["1.0" if c == name else "0.0" for c in ISIC2019_COLUMNS] for image, name, _ in rows]
+    _write_rows(root / "ISIC_2019_Training_GroundTruth.csv", ("image", *ISIC2019_COLUMNS), truth)
+    metadata = []
+    for image, _name, lesion in rows:
+        age = "" if rng.random() < 0.1 else str(int(rng.integers(2, 18)) * 5)
+        site = str(rng.choice(["anterior torso", "head/neck", "lower extremity", "upper extremity", ""]))
+        metadata.append([image, age, site, lesion, str(rng.choice(["male", "female", ""]))])
+    _write_rows(root / "ISIC_2019_Training_Metadata.csv",
+                ("image", "age_approx", "anatom_site_general", "lesion_id", "sex"), metadata)
+    return root

@@ -46,9 +46,13 @@ class SplitImageDataset(Dataset):
         image_size: int,
         transform: Callable[[Image.Image], torch.Tensor],
         cache: Optional[ImageCache] = None,
+        metadata: Optional[dict[str, list[str]]] = None,
     ):
         if len(paths) != len(targets):
             raise ValueError("paths and targets differ in length")
+        # Subgroup columns of the split (age, sex, eye...), row for row; they travel into the
+        # predictions CSV so that a report can break results down without the split at hand.
+        self.metadata = {name: list(values) for name, values in (metadata or {}).items()}
         self.root = Path(root)
         self.paths = list(paths)
         self.targets = [int(t) for t in targets]

@@ -6,6 +6,7 @@ Each line names a section's report.json key and its function (see ``reports/sect
 from __future__ import annotations
 
 from accvit_med.reports import core_sections as core
+from accvit_med.reports import external, flow, subgroups
 from accvit_med.reports.calibration_section import calibration_section
 from accvit_med.reports.operating_points_section import operating_points_section
 from accvit_med.reports.sections import Section
@@ -14,12 +15,12 @@ SECTIONS: list[Section] = [
     Section("header", core.header),
     Section("table1", core.table1_section),
     Section("summary", core.summary_section),
-    # data flow and characteristics of each partition go here
+    Section("flow", flow.flow_section),
     Section("datasets_detail", core.datasets_section),
     Section("calibration", calibration_section),
     Section("operating_points", operating_points_section),
-    # subgroups go here
-    # external validation goes here
+    Section("subgroups", subgroups.subgroups_section),
+    Section("external", external.external_section),
     Section("confusion_grid", core.confusion_grid_section),
     Section("notes", core.notes_section),  # last: it lists every section's notes
 ]

@@ -6,7 +6,9 @@ Format (one row per image, comma-separated, UTF-8, header first)::
 
 ``label`` is the true class name, ``pred`` the predicted class name, and there is one
 ``prob_<class>`` column per class, in the split manifest's class order; the class names are
-the strings after ``prob_``. Probabilities lie in [0, 1] and each row sums to 1 (within
+the strings after ``prob_``. Optional ``meta_<column>`` columns after them carry the split's
+subgroup metadata (``meta_age``, ``meta_sex``, ``meta_eye``...) for the report's subgroup table;
+other columns are ignored. Probabilities lie in [0, 1] and each row sums to 1 (within
 :data:`PROB_SUM_TOLERANCE`). Whatever produced a file in this format, ``accvit-med report``
 reads it.
 """
@@ -16,9 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from accvit_med.fileio import atomic_write_text
 
 REQUIRED_COLUMNS = ("path", "label", "pred")
 PROB_PREFIX = "prob_"
+META_PREFIX = "meta_"
 # Softmax outputs written with 8 significant digits sum to 1 within ~1e-7; 1e-3 also admits
 # float16 outputs and files rounded by other tools, while still catching logits or percentages.
 PROB_SUM_TOLERANCE = 1e-3
@@ -42,6 +45,8 @@ class Predictions:
     probs: np.ndarray  # (n, k) float64, columns in ``classes`` order
     classes: tuple[str, ...]
     source: str | None = None  # the file it was read from, as given
+    # Subgroup metadata per row (the ``meta_<column>`` columns), strings; empty when there are none.
+    metadata: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -60,7 +65,7 @@ class Predictions:
         """The same predictions with rows reordered (or selected) by ``order``."""
         return Predictions(
             self.paths[order], self.labels[order], self.preds[order], self.probs[order],
-            self.classes, self.source,
+            self.classes, self.source, {k: v[order] for k, v in self.metadata.items()},
         )
 
     def with_class_order(self, classes: Sequence[str]) -> "Predictions":
@@ -69,7 +74,7 @@ class Predictions:
             raise ValueError("with_class_order needs the same set of classes")
         perm = [self.classes.index(c) for c in classes]
         return Predictions(
-            self.paths, self.labels, self.preds, self.probs[:, perm], tuple(classes), self.source
+            self.paths, self.labels, self.preds, self.probs[:, perm], tuple(classes), self.source, self.metadata
         )
 
 
@@ -132,8 +137,10 @@ def read_predictions(path: str | os.PathLike, tolerance: float = PROB_SUM_TOLERA
                 f"the classes from the prob_ columns ({', '.join(classes)}); fix the {column} "
                 "or add its prob_ column"
             )
+    metadata = {c[len(META_PREFIX):]: frame[c].to_numpy(dtype=str)
+                for c in columns if c.startswith(META_PREFIX) and len(c) > len(META_PREFIX)}
     return Predictions(
-        frame["path"].to_numpy(dtype=str), labels, preds, probs, classes, source=str(path)
+        frame["path"].to_numpy(dtype=str), labels, preds, probs, classes, source=str(path), metadata=metadata
     )
 
 
@@ -166,9 +173,10 @@ def write_predictions(
     preds: Sequence,
     probs,
     classes: Sequence[str],
+    metadata: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> None:
     """Write a predictions CSV atomically (see :func:`predictions_csv`)."""
-    atomic_write_text(path, predictions_csv(paths, labels, preds, probs, classes))
+    atomic_write_text(path, predictions_csv(paths, labels, preds, probs, classes, metadata))
 
 
 def predictions_csv(
@@ -177,13 +185,16 @@ def predictions_csv(
     preds: Sequence,
     probs,
     classes: Sequence[str],
+    metadata: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> str:
     """The text of a predictions CSV: ``path,label,pred,prob_<class>...`` (no ``label`` column when
     ``labels`` is None, as ``predict`` writes for images without a known class).
 
     ``labels`` and ``preds`` are class names or class indices into ``classes``; ``probs`` is an
-    (n, len(classes)) array of probabilities in ``classes`` order.
+    (n, len(classes)) array of probabilities in ``classes`` order; ``metadata`` (column -> one
+    string per row) adds the ``meta_<column>`` columns.
     """
+    metadata = dict(metadata or {})
     classes = [str(c) for c in classes]
     probs = np.asarray(probs, dtype=np.float64)
     n = len(paths)
@@ -193,15 +204,18 @@ def predictions_csv(
     pred_names = _as_names(preds, classes, "preds")
     if (label_names is not None and len(label_names) != n) or len(pred_names) != n:
         raise ValueError("paths, labels and preds must have the same length")
+    if any(len(values) != n for values in metadata.values()):
+        raise ValueError("every metadata column needs one value per row")
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     columns = REQUIRED_COLUMNS if label_names is not None else tuple(c for c in REQUIRED_COLUMNS if c != "label")
-    writer.writerow([*columns, *(PROB_PREFIX + c for c in classes)])
+    writer.writerow([*columns, *(PROB_PREFIX + c for c in classes), *(META_PREFIX + c for c in metadata)])
     for row in range(n):
         known = [] if label_names is None else [label_names[row]]
         # 8 significant digits: rows still sum to 1 within 1e-7, and files stay small.
-        writer.writerow([str(paths[row]), *known, pred_names[row], *(f"{p:.8g}" for p in probs[row])])
+        writer.writerow([str(paths[row]), *known, pred_names[row], *(f"{p:.8g}" for p in probs[row]),
+                         *(str(values[row]) for values in metadata.values())])
     return buffer.getvalue()
 
 

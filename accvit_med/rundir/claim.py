@@ -19,8 +19,9 @@ from accvit_med.rundir.layout import RUN_FILES, RunDir
 
 RUN_KIND = "run"
 # Top-level names a run directory holds (finetune and pretrain, and the default output folders of
-# evaluate and gradcam, and the logs/ of `accvit-med sweep`); anything else is the user's.
-RUN_CONTENTS = (*RUN_FILES, "checkpoints", "evaluate", "gradcam", "logs")
+# evaluate (external/: evaluate --dataset) and gradcam, and the logs/ of `accvit-med sweep`);
+# anything else is the user's.
+RUN_CONTENTS = (*RUN_FILES, "checkpoints", "evaluate", "external", "gradcam", "logs")
 LOCK_NAME = ".accvit-med.lock"
 _HELD_LOCKS: dict[Path, int] = {}
 

@@ -48,8 +48,10 @@ def build_run_data(split, config: FinetuneConfig, for_training: bool = True) -> 
             if name == "train" and for_training
             else eval_transform()
         )
+        metadata = {c: frame[c].tolist() for c in split.manifest.get("subgroups", []) if c in frame.columns}
         parts[name] = SplitImageDataset(
-            root, frame["path"].tolist(), [index[label] for label in frame["label"]], config.image_size, transform, cache
+            root, frame["path"].tolist(), [index[label] for label in frame["label"]], config.image_size, transform, cache,
+            metadata=metadata,
         )
     return RunData(parts["train"], parts["val"], parts["test"], list(split.classes))
 

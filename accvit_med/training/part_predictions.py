@@ -88,7 +88,8 @@ def write_part_files(output: PartOutput, classes: list[str], ordinal: bool, pred
     targets = output.targets.numpy()
     preds = output.preds.numpy()
     probs = output.probs.numpy()
-    write_predictions(predictions_path, output.dataset.paths, targets, preds, probs, classes)
+    write_predictions(predictions_path, output.dataset.paths, targets, preds, probs, classes,
+                      metadata=output.dataset.metadata)
     return classification_metrics(targets, preds, probs, classes, ordinal, warn=False)
 
 

@@ -1,4 +1,5 @@
-"""``accvit-med evaluate``: recompute predictions and metrics of a run from a checkpoint."""
+"""``accvit-med evaluate``: recompute predictions and metrics of a run from a checkpoint, or score
+the run on an external data set (``--dataset NAME --data-dir DIR``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, RunDataDirOpt, RunOpt, WorkersOpt, shown
+from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, RunOpt, WorkersOpt, shown
 
 
 def register(app: typer.Typer) -> None:
@@ -18,15 +19,39 @@ def evaluate(
     run: RunOpt,
     checkpoint: CheckpointOpt = "best",
     split: str = typer.Option("test", "--split", help="train, val or test."),
-    data_dir: RunDataDirOpt = None,
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder.", show_default="<run>/evaluate/<checkpoint>"),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="With --dataset: the external data set's folder; else the run's data root, if it moved."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="Score the run on this external data set (e.g. isic2019) instead of its own split."),
+    external_split: Optional[Path] = typer.Option(
+        None, "--external-split", help="Score the run on every row of this split file of external data."),
+    class_map: Optional[Path] = typer.Option(
+        None, "--class-map", help="TOML/JSON file: external class = run class, where names differ."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Name of the external evaluation.", show_default="the data set's name"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Output folder.", show_default="<run>/evaluate/<checkpoint> or <run>/external/<name>"),
     device: DeviceOpt = "auto",
     workers: shown(WorkersOpt, "the run's") = None,
     batch_size: shown(BatchSizeOpt, "the run's") = None,
 ) -> None:
-    """Recompute predictions_<split>.csv and metrics_<split>.json from a run's checkpoint."""
+    """Recompute predictions_<split>.csv and metrics_<split>.json from a run's checkpoint.
+
+    With --dataset NAME --data-dir DIR (or --external-split FILE): score the run on a data set it
+    never trained on, classes matched by name (or --class-map), images the run has seen left out;
+    writes <run>/external/<name>/predictions.csv and metrics.json.
+    """
     from accvit_med.fileio import check_writable
     from accvit_med.training.evaluate_run import evaluate_run
+
+    if dataset is not None or external_split is not None:
+        _external(run, checkpoint, split, data_dir, dataset, external_split, class_map, name, out,
+                  device, workers, batch_size)
+        return
+    if class_map is not None or name is not None:
+        from accvit_med.errors import UserError
+
+        raise UserError("--class-map and --name apply to external evaluation; add --dataset NAME --data-dir DIR")
 
     check_writable(out if out is not None else run / "evaluate" / checkpoint)
     result = evaluate_run(
@@ -38,6 +63,31 @@ def evaluate(
         f"{split} ({checkpoint}.pt, epoch {result.epoch}): accuracy {metrics['accuracy']:.4f}  "
         f"macro precision {metrics['macro_precision']:.4f}  macro recall {metrics['macro_recall']:.4f}  "
         f"macro F1 {metrics['macro_f1']:.4f}"
+    )
+    typer.echo(f"predictions: {result.predictions}")
+    typer.echo(f"metrics: {result.metrics_path}")
+
+
+def _external(run, checkpoint, split, data_dir, dataset, external_split, class_map, name, out,
+              device, workers, batch_size) -> None:
+    from accvit_med.errors import UserError
+    from accvit_med.fileio import check_writable
+    from accvit_med.training.evaluate_external import evaluate_external
+
+    if split != "test":
+        raise UserError("--split picks a part of the run's own split; an external evaluation uses every image "
+                        "of the external data (drop --split)")
+    check_writable(out if out is not None else run)
+    result = evaluate_external(
+        run, dataset=dataset, data_dir=data_dir, split_file=external_split, name=name, class_map=class_map,
+        checkpoint=checkpoint, out=out, device=device, workers=workers, batch_size=batch_size,
+    )
+    for line in result.lines:
+        typer.echo(line)
+    m = result.metrics
+    typer.echo(
+        f"external {m['external']['name']} ({m['n']} images, {checkpoint}.pt): accuracy {m['accuracy']:.4f}  "
+        f"macro F1 {m['macro_f1']:.4f}"
     )
     typer.echo(f"predictions: {result.predictions}")
     typer.echo(f"metrics: {result.metrics_path}")

@@ -38,6 +38,11 @@ def split(
     dedupe: bool = typer.Option(
         False, "--dedupe", help="Group near-identical images (perceptual hash) so copies cannot straddle splits."
     ),
+    subgroups: Optional[str] = typer.Option(
+        None, "--subgroups", metavar="COL[,COL...]",
+        help="Metadata columns kept in the split for the report's subgroup table (csv layout: extra "
+        "columns of the label file).", show_default="ham10000: age,sex,localization,dx_type; eyepacs: eye",
+    ),
     audit: Optional[Path] = typer.Option(
         None, "--audit", help="Audit an existing split file for leakage instead (exit 1 if any is found)."
     ),
@@ -74,6 +79,7 @@ def split(
     result = create_split(
         dataset, data_dir, out, seed=seed, ratios=parsed, grouped=group,
         check=check, dedupe=dedupe, progress=not quiet, protocol=protocol or "grouped",
+        subgroups=None if subgroups is None else [c.strip() for c in subgroups.split(",") if c.strip()],
     )
     _print_result(result)
 
@@ -90,6 +96,12 @@ def _print_result(result) -> None:
         for path, reason in result.excluded:
             console.print(f"  {path}: {reason}", markup=False, soft_wrap=True)
     console.print(_count_table(manifest))
+    flow = manifest.get("flow", {})
+    if flow.get("left_out"):
+        reasons = ", ".join(f"{n} {reason}" for reason, n in flow["left_out"].items())
+        console.print(f"{flow['images_found']} image files found; left out: {reasons}", markup=False, soft_wrap=True)
+    if manifest.get("subgroups"):
+        console.print(f"subgroup columns kept: {', '.join(manifest['subgroups'])}", markup=False, soft_wrap=True)
     mode = "group-aware" if manifest["grouped"] else "image-level"
     console.print(f"{mode} split ({manifest['protocol']} protocol) of {manifest['n_samples']} images, seed {manifest['seed']}",
                   markup=False, soft_wrap=True)
