@@ -26,9 +26,10 @@ def evaluate(
 ) -> None:
     """Recompute predictions_<split>.csv and metrics_<split>.json from a run's checkpoint."""
     from accvit_med.fileio import check_writable
+    from accvit_med.rundir.layout import RunDir
     from accvit_med.training.evaluate_run import evaluate_run
 
-    check_writable(out if out is not None else run / "evaluate" / checkpoint)
+    check_writable(out if out is not None else RunDir(run).evaluate_dir(checkpoint))
     result = evaluate_run(
         run, checkpoint=checkpoint, part=split, device=device, workers=workers, batch_size=batch_size,
         data_dir=None if data_dir is None else str(data_dir), out=out,
