@@ -31,6 +31,7 @@ from rich.console import Console
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_json, atomic_write_text, check_writable
 from accvit_med.ownership import check_replaceable, remove_owned, write_marker
+from accvit_med.rundir.layout import default_run_path
 
 DEFAULT_OUT = "accvit-demo"
 DATASET = "ham10000"
@@ -144,7 +145,7 @@ def run_demo(
     from accvit_med.reports import write_report
     from accvit_med.training.finetune import finetune
     from accvit_med.training.model_choice import check_model_choice
-    from accvit_med.training.recipe import resolve_config
+    from accvit_med.training.recipe_file import resolve_config
 
     console = console or Console(stderr=True)
     models = list(models)
@@ -188,7 +189,7 @@ def run_demo(
     atomic_write_text(recipe_file, "".join(f"{key} = {value!r}\n" for key, value in DEMO_RECIPE.items()))
     run_dirs: dict[str, Path] = {}
     for number, model in enumerate(models, start=1):
-        run_dir = out / "runs" / DATASET / model / f"seed{seed}"
+        run_dir = default_run_path(DATASET, model, seed, root=out / "runs")
         command = [
             "accvit-med", "finetune", "--dataset", DATASET, "--split", str(split_csv), "--model", model,
             "--weights", "none", "--epochs", str(configs[model].epochs), "--image-size", str(image_size), "--seed", str(seed),

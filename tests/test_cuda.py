@@ -96,7 +96,7 @@ def test_amp_finetune_on_cuda_resumes_and_evaluates(gpu_split, tmp_path):
     assert len(first.history) == 1
     run_config = json.loads((out / "config.json").read_text())
     assert run_config["amp_dtype"] == "bfloat16"
-    resumed = finetune(config(2), out=str(out), resume=True, explicit=["epochs"])
+    resumed = finetune(config(2), out=str(out), resume=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert all(np.isfinite(row["train_loss"]) for row in resumed.history)
 

@@ -147,11 +147,9 @@ def test_resume_continues_and_refuses_a_changed_recipe(toy_split, tmp_path):
     out = tmp_path / "run"
     finetune(tiny_config(toy_split, epochs=1), out=str(out), model_factory=TinyNet)
     with pytest.raises(UserError, match="lr=0.003"):
-        finetune(tiny_config(toy_split, epochs=2, lr=1e-4), out=str(out), model_factory=TinyNet, resume=True,
-                 explicit=["lr", "epochs"])
+        finetune(tiny_config(toy_split, epochs=2, lr=1e-4), out=str(out), model_factory=TinyNet, resume=True)
     # More epochs is allowed: the run goes on from epoch 1 and records each epoch once.
-    result = finetune(tiny_config(toy_split, epochs=2), out=str(out), model_factory=TinyNet, resume=True,
-                      explicit=["epochs"])
+    result = finetune(tiny_config(toy_split, epochs=2), out=str(out), model_factory=TinyNet, resume=True)
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert [int(r["epoch"]) for r in read_csv(out / "history.csv")] == [1, 2]
     config = json.loads((out / "config.json").read_text())
@@ -185,8 +183,7 @@ def test_class_mismatch_between_split_and_checkpoint(toy_split, copy_split, tmp_
     with pytest.raises(UserError, match=expected):
         evaluate_run(out, model_factory=TinyNet)
     with pytest.raises(UserError, match=expected):
-        finetune(tiny_config(split_copy, epochs=2), out=str(out), model_factory=TinyNet, resume=True,
-                 explicit=["epochs"])
+        finetune(tiny_config(split_copy, epochs=2), out=str(out), model_factory=TinyNet, resume=True)
 
 
 def test_patience_stops_when_validation_loss_stops_improving(toy_split, tmp_path):
@@ -243,8 +240,7 @@ def test_resume_refuses_a_split_whose_content_changed(toy_split, copy_split, tmp
     write_split(frame, dict(split.manifest), split_csv)
     assert read_split(split_csv).classes == split.classes
     with pytest.raises(UserError, match="changed since run .* started"):
-        finetune(tiny_config(split_csv, epochs=2), out=str(out), model_factory=TinyNet, resume=True,
-                 explicit=["epochs"])
+        finetune(tiny_config(split_csv, epochs=2), out=str(out), model_factory=TinyNet, resume=True)
     with pytest.raises(UserError, match="changed since the run was trained"):
         evaluate_run(out, model_factory=TinyNet)
 
@@ -297,9 +293,7 @@ def test_balance_sampler_draws_the_minority_classes_as_often(make_split, tmp_pat
     assert share[0] < train_counts[0] / train_counts.sum() - 0.15
 
 
-def test_resume_after_a_worse_epoch_keeps_the_best_of_the_uninterrupted_run(make_split, tmp_path, monkeypatch):
-    from accvit_med.training import finetune as engine
-
+def test_resume_after_a_worse_epoch_keeps_the_best_of_the_uninterrupted_run(make_split, tmp_path):
     split_csv = make_split(("a", "b"), 10, size=(36, 36), seed=3)
     # lr 0.05 on this set: epoch 1 is the best, epoch 2's validation loss is higher.
     config = tiny_config(split_csv, epochs=2, lr=0.05, seed=11)
@@ -307,17 +301,14 @@ def test_resume_after_a_worse_epoch_keeps_the_best_of_the_uninterrupted_run(make
     assert reference.history[1]["val_loss"] > reference.history[0]["val_loss"]
     assert reference.best_epoch == 1
 
-    real_epoch = engine._run_epoch
-    def interrupt_at_epoch_2(*args, **kwargs):
-        if args[4] == 2:  # (train_model, eval_model, data, config, epoch, ...)
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+    class InterruptAfterEpoch1:  # a run handler (Ctrl-C once epoch 1 is saved, before epoch 2 starts)
+        def on_epoch_end(self, row, state):
+            if row["epoch"] == 1:
+                raise KeyboardInterrupt
 
     out = tmp_path / "interrupted"
-    with monkeypatch.context() as patch:
-        patch.setattr(engine, "_run_epoch", interrupt_at_epoch_2)
-        with pytest.raises(KeyboardInterrupt):
-            finetune(config, out=str(out), model_factory=TinyNet)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config, out=str(out), model_factory=TinyNet, callbacks=[InterruptAfterEpoch1()])
     resumed = finetune(config, out=str(out), model_factory=TinyNet, resume=True)
 
     assert resumed.best_epoch == reference.best_epoch

@@ -21,9 +21,9 @@ from accvit_med.rundir.checkpoints import load_checkpoint, save_checkpoint
 from accvit_med.training import data as rundata
 from accvit_med.training.context import RunContext
 from accvit_med.training.ema import make_ema
-from accvit_med.training.finetune import finetune, merge_resumed_config
+from accvit_med.training.finetune import finetune, resumed_config
 from accvit_med.training.part_predictions import evaluate_part
-from accvit_med.training.recipe import FinetuneConfig
+from accvit_med.training.recipe import FinetuneConfig, stored_recipe
 from accvit_med.training.run_split import load_run_split
 
 
@@ -48,7 +48,7 @@ def _config(split_csv, **changes) -> FinetuneConfig:
 
 
 def _run(config, out, resume=False):
-    return finetune(config, out=str(out), resume=resume, explicit=["epochs"] if resume else None, model_factory=tiny,
+    return finetune(config, out=str(out), resume=resume, model_factory=tiny,
                     console=Console(file=open("/dev/null", "w")))
 
 
@@ -120,17 +120,22 @@ def test_a_run_started_under_the_old_defaults_resumes_with_them(split_csv, tmp_p
     # A stored recipe from before --ema: the old defaults apply to whatever it lacks.
     old = {k: v for k, v in FinetuneConfig().to_dict().items()
            if k not in ("ema_decay", "weight_decay", "randaugment_magnitude")}
-    merged = merge_resumed_config(old, FinetuneConfig(), explicit=[])
+    merged = stored_recipe(old)
     assert (merged.weight_decay, merged.randaugment_ops, merged.randaugment_magnitude, merged.ema_decay) == (
         0.05, 2, 9, None)
-    # End to end: an old run's last.pt (its recipe with 0.05 / 9 and no ema_decay) resumes with them.
+    # End to end: an old run (its config.json and last.pt without those keys) resumes with them.
     out = tmp_path / "old"
     _run(_config(split_csv, epochs=1, ema_decay=None, weight_decay=0.05, randaugment_magnitude=9), out)
     last_path = out / "checkpoints" / "last.pt"
     last = load_checkpoint(last_path)
-    del last["config"]["ema_decay"]
+    for key in ("ema_decay", "weight_decay", "randaugment_magnitude"):
+        del last["config"][key]
     save_checkpoint(last_path, last)
-    _run(FinetuneConfig(epochs=2, workers=0), out, resume=True)
+    config_json = json.loads((out / "config.json").read_text())
+    config_json["recipe"] = {k: v for k, v in config_json["recipe"].items()
+                             if k not in ("ema_decay", "weight_decay", "randaugment_magnitude")}
+    (out / "config.json").write_text(json.dumps(config_json))
+    _run(resumed_config(out, epochs=2, workers=0), out, resume=True)
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert (recipe["weight_decay"], recipe["randaugment_magnitude"], recipe["ema_decay"]) == (0.05, 9, None)
     assert load_checkpoint(last_path)["epoch"] == 2

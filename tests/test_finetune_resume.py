@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent(
     config = FinetuneConfig(split=split, model="tiny", weights="none", epochs=3, batch_size=4, lr=3e-3,
                             image_size=32, workers=workers, seed=11)
     try:
-        finetune(config, out=out, resume=resume, explicit=[], model_factory=tiny)
+        finetune(config, out=out, resume=resume, model_factory=tiny)
     except KeyboardInterrupt:
         sys.exit(130)
     """

@@ -280,7 +280,7 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "_train_epoch", interrupted)
+    monkeypatch.setattr(engine, "train_epoch", interrupted)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["pretrain", "--data-path", str(tmp_path / "data"), "--model", "accvit_femto",
                                       "--out", str(out), "--workers", "0", "--global-batch-size", "2"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
 from collections import Counter
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
@@ -12,9 +14,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from accvit_med.errors import UserError
 from accvit_med.training.data import inverse_frequency_weights, sample_weights
 from accvit_med.training.distributed import DistContext
-from accvit_med.training.finetune import merge_resumed_config
 from accvit_med.training.loop import epoch_indices, eval_indices
-from accvit_med.training.recipe import FinetuneConfig, format_recipe, resolve_config
+from accvit_med.training.recipe import RUNTIME_FIELDS, FinetuneConfig, FinetuneRecipe, resumed_recipe
+from accvit_med.training.recipe_file import format_recipe, resolve_config, resumed_values
 
 
 def test_defaults_are_the_papers_recipe():
@@ -62,11 +64,21 @@ def test_missing_config_file(tmp_path):
 
 
 def test_resume_may_change_runtime_fields_only():
-    stored = FinetuneConfig(lr=1e-4, epochs=10).to_dict()
-    merged = merge_resumed_config(stored, FinetuneConfig(epochs=20, workers=0), explicit=["epochs", "workers"])
-    assert (merged.lr, merged.epochs, merged.workers) == (1e-4, 20, 0)
+    stored = FinetuneConfig(lr=1e-4, epochs=10, workers=3)
+    # The stored recipe, then what the command line gives; runtime options not given are today's.
+    merged = resumed_values(stored, {"epochs": 20, "device": "cpu"})
+    assert (merged.lr, merged.epochs, merged.device) == (1e-4, 20, "cpu")
+    assert merged.workers == FinetuneConfig().workers
+    assert resumed_recipe(stored.recipe, merged.recipe).epochs == 20
     with pytest.raises(UserError, match="seed=42 \\(now 1\\)"):
-        merge_resumed_config(stored, FinetuneConfig(seed=1), explicit=["seed"])
+        resumed_recipe(stored.recipe, replace(stored.recipe, seed=1))
+
+
+def test_the_runtime_fields_are_the_options_that_do_not_change_the_numbers():
+    # Derived once from field metadata: the run options, the data folder and the split's path.
+    assert RUNTIME_FIELDS == {"device", "workers", "compile", "grad_checkpointing", "cache", "cache_dir",
+                              "data_dir", "split"}
+    assert not RUNTIME_FIELDS & {f.name for f in dataclasses.fields(FinetuneRecipe)}
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():

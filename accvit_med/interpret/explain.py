@@ -30,6 +30,7 @@ from accvit_med.interpret.images import check_readable
 from accvit_med.interpret.overlay import GridRow, blend, save_grid, save_png
 from accvit_med.interpret.run import LoadedRun
 from accvit_med.progress import progress_bar, show_progress
+from accvit_med.rundir.layout import RunDir
 
 CSV_COLUMNS = ("path", "label", "run", "explained", "pred", "prob_pred", "overlay")
 
@@ -61,14 +62,14 @@ def misclassified_images(run: LoadedRun, limit: Optional[int] = None, data_dir: 
     """
     from accvit_med.reports.predictions import read_predictions
 
-    file = run.path / "predictions_test.csv"
+    file = RunDir(run.path).predictions("test")
     if not file.is_file():
         raise UserError(f"run '{run.path}' has no predictions_test.csv; finish training or run accvit-med evaluate first")
     predictions = read_predictions(file)
     wrong = np.flatnonzero(predictions.labels != predictions.preds)
     confidence = predictions.probs[wrong].max(axis=1)
     wrong = wrong[np.argsort(-confidence, kind="stable")][:limit]
-    root = Path(data_dir) if data_dir is not None else Path(run.config["data_root"])
+    root = Path(data_dir) if data_dir is not None else Path(run.record.data_root)
     images = [CamImage(root / predictions.paths[i], str(predictions.labels[i]), root) for i in wrong]
     missing = next((image.path for image in images if not image.path.is_file()), None)
     if missing is not None:

@@ -21,11 +21,9 @@ from accvit_med.datasets.cache import decode_resized
 from accvit_med.datasets.torchdata import SplitImageDataset
 from accvit_med.datasets.transforms import eval_transform
 from accvit_med.devices import resolve_device
-from accvit_med.errors import UserError
-from accvit_med.rundir.checkpoints import check_classes, load_checkpoint
-from accvit_med.rundir.layout import RunDir, read_run_config
-
-CHECKPOINTS = ("best", "last")
+from accvit_med.rundir.checkpoints import load_run_model
+from accvit_med.rundir.layout import RunDir
+from accvit_med.rundir.record import RunRecord
 
 
 @dataclass
@@ -40,7 +38,7 @@ class LoadedRun:
     device: torch.device
     checkpoint: str
     epoch: int
-    config: dict
+    record: RunRecord  # the run's config.json
 
     @property
     def label(self) -> str:
@@ -76,35 +74,11 @@ def load_run(
     model_factory: the same factory the run was trained with, for runs of a custom network
     (config.json then records its name instead of a registry model).
     """
-    if checkpoint not in CHECKPOINTS:
-        raise UserError(f"--checkpoint must be best or last, got '{checkpoint}'")
     run = RunDir(Path(run_dir))
-    config = read_run_config(run.path, kind="finetune")
-    file = run.best if checkpoint == "best" else run.last
-    if not file.is_file():
-        other = "last" if checkpoint == "best" else "best"
-        raise UserError(
-            f"run '{run.path}' has no checkpoint {file.relative_to(run.path)}; finish or resume training "
-            f"(accvit-med finetune --resume) or pass --checkpoint {other}"
-        )
-    state = load_checkpoint(file)
-    classes = list(config["classes"])
-    check_classes(state["classes"], classes, f"checkpoint '{file}'")
-    image_size = int(config["recipe"]["image_size"])
-    model_name = str(config["model"])
-
-    if model_factory is not None:
-        model = model_factory(len(classes))
-    elif config.get("model_factory"):
-        raise UserError(
-            f"run '{run.path}' was trained with a custom network ({config['model_factory']}); load it in "
-            "Python with accvit_med.interpret.load_run(run, model_factory=...)"
-        )
-    else:
-        from accvit_med.models import create_model
-
-        model = create_model(model_name, num_classes=len(classes), weights=None, image_size=image_size)
-    model.load_state_dict(state["model"])
+    run.checkpoint(checkpoint)  # a bad --checkpoint is refused before anything is read
+    record = run.record(kind="finetune")
+    model, state = load_run_model(run, record, checkpoint, model_factory)
     target = resolve_device(device)
     model.to(target).eval()
-    return LoadedRun(run.path, model, model_name, classes, image_size, target, checkpoint, int(state["epoch"]), config)
+    return LoadedRun(run.path, model, record.model, list(record.classes), int(record.recipe.image_size), target,
+                     checkpoint, int(state["epoch"]), record)

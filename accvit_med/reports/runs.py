@@ -3,7 +3,7 @@
 An input is one of
 
 - a run directory (``runs/<dataset>/<model>/<run>/``): its ``predictions_<split>.csv`` and, when
-  present, ``config.json`` (``model``, ``dataset``, ``classes``, ``ordinal``). A directory that
+  present, its record (config.json: ``model``, ``dataset``, ``classes``, ``ordinal``). A directory that
   holds only ``predictions_test.csv`` is a run too: its model is the directory's name.
 - a predictions CSV: its model is the file's stem (the parent folder's name for
   ``predictions_*.csv``);
@@ -24,7 +24,8 @@ from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
 from accvit_med.reports.metrics import is_ordinal_classes
 from accvit_med.reports.predictions import Predictions, read_predictions
-from accvit_med.rundir.layout import read_run_config
+from accvit_med.rundir.layout import RunDir
+from accvit_med.rundir.record import RunRecord
 
 UNKNOWN_DATASET = "unknown"
 _LABEL = re.compile(r"^(?:(?P<dataset>[^=/]+)/)?(?P<model>[^=/]+)=(?P<path>.+)$")
@@ -65,36 +66,36 @@ def resolve_input(
     if label:
         text = label["path"]
     path = Path(text)
-    config: dict = {}
+    record: RunRecord | None = None
     run_dir: Path | None = None
     if path.is_dir():
         run_dir = path
-        csv_path = path / f"predictions_{split}.csv"
+        csv_path = RunDir(path).predictions(split)
         if not csv_path.is_file():
             raise UserError(f"run directory '{path}' has no predictions_{split}.csv; pass a run "
                             "directory written by accvit-med finetune or a predictions CSV")
-        config = read_run_config(path, required=False)
+        record = RunDir(path).record_if_any()
     elif path.is_file():
         csv_path = path
-        if path.stem.startswith("predictions") and (path.parent / "config.json").is_file():
+        if path.stem.startswith("predictions") and RunDir(path.parent).config_file.is_file():
             run_dir = path.parent
-            config = read_run_config(path.parent, required=False)
+            record = RunDir(path.parent).record_if_any()
     else:
         raise UserError(f"input '{spec}' not found; pass a run directory, a predictions CSV "
                         "or MODEL=PATH")
 
     predictions = read_predictions(csv_path)
-    classes = config.get("classes")
-    if classes is not None and [str(c) for c in classes] != list(predictions.classes):
+    classes = None if record is None else record.classes
+    if classes is not None and list(classes) != list(predictions.classes):
         raise UserError(
             f"'{csv_path}' has classes {', '.join(predictions.classes)} but its config.json says "
             f"{', '.join(map(str, classes))}; the prob_ columns must follow the run's class order"
         )
     # An explicit label beats the run's config, which beats the caller's defaults.
-    model = (label and label["model"]) or config.get("model") or model or _default_name(path)
-    dataset = (label and label["dataset"]) or config.get("dataset") or dataset or UNKNOWN_DATASET
+    model = (label and label["model"]) or (record and record.model) or model or _default_name(path)
+    dataset = (label and label["dataset"]) or (record and record.dataset) or dataset or UNKNOWN_DATASET
     if ordinal is None:
-        ordinal = bool(config.get("ordinal", False)) or is_ordinal_classes(predictions.classes)
+        ordinal = (record is not None and record.ordinal) or is_ordinal_classes(predictions.classes)
     return RunInput(
         model=str(model),
         dataset=str(dataset),

@@ -1,8 +1,9 @@
 """Runs that differ only by seed, as one entry of the report: mean +- sd over the seeds.
 
-Two runs of one data set belong to a seed group when their config.json recipes are equal once
-the seed and the settings that only say how a run ran (device, workers, cache, ...) are set
-aside, and their seeds differ. A model with one run per recipe forms no group: the report shows
+Two runs of one data set belong to a seed group when their recipes (read through
+:meth:`accvit_med.rundir.layout.RunDir.record`, older runs' defaults filled in) are equal once the
+seed and the settings that only say how a run ran (``runtime`` fields: device, workers, cache, ...)
+are set aside, and their seeds differ. A model with one run per recipe forms no group: the report shows
 it as it always has.
 """
 
@@ -16,8 +17,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-# How a run ran, not what it computed: set aside when deciding that two runs differ only by seed.
-_RUNTIME = ("seed", "device", "workers", "cache", "cache_dir", "data_dir", "compile", "grad_checkpointing", "split")
+from accvit_med.errors import UserError
+from accvit_med.rundir.layout import RunDir
 
 
 @dataclass
@@ -31,16 +32,17 @@ class SeedGroup:
 
 
 def run_seed(run_dir: Optional[str]) -> tuple[Optional[int], Optional[str]]:
-    """The run's seed and a key of the rest of its recipe, from config.json (None, None without)."""
+    """The run's seed and a key of the rest of its recipe, from its record (None, None without)."""
     if run_dir is None:
         return None, None
     try:
-        recipe = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))["recipe"]
-        seed = int(recipe["seed"])
-    except (OSError, ValueError, KeyError, TypeError):
+        record = RunDir(Path(run_dir)).record_if_any()
+    except (OSError, UserError):
         return None, None
-    rest = {k: v for k, v in recipe.items() if k not in _RUNTIME}
-    return seed, json.dumps(rest, sort_keys=True, default=str)
+    if record is None or record.task != "finetune" or record.recipe is None:
+        return None, None
+    rest = {k: v for k, v in record.recipe_key().items() if k != "seed"}
+    return int(record.recipe.seed), json.dumps(rest, sort_keys=True, default=str)
 
 
 def _mean(values: Sequence[Any]) -> Any:

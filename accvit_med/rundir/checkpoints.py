@@ -31,7 +31,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -39,6 +39,10 @@ from torch import nn
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from accvit_med.rundir.layout import RunDir
+    from accvit_med.rundir.record import RunRecord
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -84,8 +88,10 @@ def checkpoint_kind(state: dict[str, Any]) -> str:
     """``finetune`` or ``pretrain``; older checkpoints without ``kind`` say it through their config."""
     if state.get("kind") in KINDS:
         return state["kind"]
+    from accvit_med.rundir.layout import run_kind
+
     config = state.get("config")
-    return "pretrain" if isinstance(config, dict) and config.get("task") == "pretrain" else "finetune"
+    return run_kind(config) if isinstance(config, dict) else "finetune"
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -163,3 +169,36 @@ def read_weights_metadata(path: Path) -> dict[str, Any]:
         except json.JSONDecodeError:  # metadata written by another tool
             decoded[key] = value
     return decoded
+
+
+def load_run_model(run: "RunDir", record: "RunRecord", which: str = "best",
+                   model_factory: Optional[Callable[[int], nn.Module]] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A fine-tuning run's network with the weights of checkpoints/<which>.pt, and that checkpoint.
+
+    The network is the registry model the run names at the run's input size, or ``model_factory``'s
+    for a run of a custom network (whose record names the factory instead of a registry model). The
+    checkpoint's classes must be the run's. Evaluate, predict and Grad-CAM all load a run here.
+    """
+    file = run.checkpoint(which)
+    if not file.is_file():
+        other = "last" if which == "best" else "best"
+        raise UserError(
+            f"run '{run.path}' has no checkpoint {file.relative_to(run.path)}; finish or resume training "
+            f"(accvit-med finetune --resume) or pass --checkpoint {other}"
+        )
+    state = load_checkpoint(file)
+    classes = list(record.classes)
+    check_classes(state["classes"], classes, f"checkpoint '{file}'")
+    if model_factory is not None:
+        model = model_factory(len(classes))
+    elif record.model_factory:
+        raise UserError(
+            f"run '{run.path}' was trained with a custom network ({record.model_factory}); load it in "
+            "Python with accvit_med.interpret.load_run(run, model_factory=...)"
+        )
+    else:
+        from accvit_med.models import create_model
+
+        model = create_model(record.model, num_classes=len(classes), weights=None, image_size=record.recipe.image_size)
+    model.load_state_dict(state["model"])
+    return model, state

@@ -37,10 +37,9 @@ def _holds_no_epoch(run: RunDir) -> bool:
     if not owned_by_us(run.path, RUN_KIND) or run.best.exists():
         return False
     try:
-        lines = run.history.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        lines = []
-    return len(lines) <= 1
+        return not run.history()
+    except (OSError, UserError):  # an unreadable history holds no epoch we could resume
+        return True
 
 
 def check_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> bool:

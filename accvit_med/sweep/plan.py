@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from accvit_med.errors import UserError
-from accvit_med.training.recipe import FIELD_NAMES, FinetuneConfig, resolve_config
+from accvit_med.rundir.layout import default_run_path
+from accvit_med.training.recipe import FIELD_NAMES, FinetuneConfig
+from accvit_med.training.recipe_file import resolve_config
 
 PLAN_KEYS = ("datasets", "models", "seeds", "out", "recipe", "splits", "slurm")
 # The grid sets these for each run; a recipe that set them too would contradict the grid.
@@ -234,7 +236,7 @@ def load_plan(path: str | os.PathLike) -> SweepPlan:
         for model in models:
             for seed in seeds:
                 config = _checked_config(plan_path, dataset, {**file_recipe, "model": model, "seed": seed})
-                run_dir = out_dir / dataset / model / f"seed{seed}"
+                run_dir = default_run_path(dataset, model, seed, root=out_dir)
                 plan.runs.append(PlannedRun(dataset, model, seed, run_dir, recipe_file, config))
     return plan
 

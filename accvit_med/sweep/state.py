@@ -12,9 +12,7 @@ metrics.json) plus ``logs/``, which the sweep writes: ``logs/finetune.log`` (the
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import shutil
 import socket
@@ -24,24 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_json
 from accvit_med.rundir.layout import RunDir
+from accvit_med.rundir.record import best_val_loss
 from accvit_med.sweep.plan import PlannedRun, SweepPlan
-from accvit_med.training.recipe import RESUMABLE_CHANGES
+from accvit_med.training.recipe import RUNTIME_FIELDS
 
-# Fields that say how or where a run ran, not what it computed (finetune lets a resume change them);
-# the split is compared by finetune itself (its sha256) when a run resumes.
-RUNTIME_FIELDS = (set(RESUMABLE_CHANGES) - {"epochs", "patience"}) | {"split"}
 _QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "CONFIGURING", "RESV_DEL_HOLD"}
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 
 
 def marker_path(run_dir: Path) -> Path:
-    return run_dir / "logs" / "sweep.json"
+    return RunDir(run_dir).sweep_marker
 
 
 def log_path(run_dir: Path) -> Path:
-    return run_dir / "logs" / "finetune.log"
+    return RunDir(run_dir).log_file
 
 
 def read_marker(run_dir: Path) -> dict:
@@ -84,23 +81,22 @@ class RunState:
 def recipe_differences(run: PlannedRun) -> list[str]:
     """What the run directory's recipe has that the plan does not (runtime settings aside)."""
     try:
-        stored = json.loads(RunDir(run.run_dir).config.read_text(encoding="utf-8"))["recipe"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = RunDir(run.run_dir).record_if_any()
+    except (OSError, UserError):
         return []
-    planned = run.config.to_dict()
+    if record is None or record.recipe is None or record.task != "finetune":
+        return []
+    stored, planned = record.recipe.to_dict(), run.config.to_dict()
     return [f"{key}: {stored.get(key)!r} in the run, {planned[key]!r} in the plan"
             for key in planned if key not in RUNTIME_FIELDS and stored.get(key) != planned[key]]
 
 
 def _history(run_dir: Path) -> tuple[int, Optional[float]]:
     try:
-        with open(RunDir(run_dir).history, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError:
+        rows = RunDir(run_dir).history()
+    except (OSError, UserError):
         return 0, None
-    losses = [float(r["val_loss"]) for r in rows if r.get("val_loss") not in (None, "")]
-    losses = [v for v in losses if math.isfinite(v)]
-    return len(rows), (min(losses) if losses else None)
+    return len(rows), best_val_loss(rows)
 
 
 def _macro_f1(run_dir: Path) -> Optional[float]:

@@ -1,7 +1,8 @@
 """Training runs: fine-tuning (:mod:`.finetune`) and ImageNet pre-training (:mod:`.pretrain`), both on
 one run engine (:mod:`.engine`: context, run directory claim, what each epoch writes).
 
-Modules: recipe (FinetuneConfig), run_split (which split a run reads), data (loaders, balancing),
+Modules: recipe (FinetuneRecipe, DataSpec, RunOptions; FinetuneConfig joins them), run_config (the run
+folder, resume), train_state (TrainState, run handlers), run_split (which split a run reads), data (loaders, balancing),
 model_setup (model + weights of a run), loop (one epoch, predictions), part_predictions (val/test
 predictions and their files), evaluate_run (re-score a finished run: ``accvit-med evaluate``),
 context (RunContext), engine (shared scaffolding), distributed (torchrun helpers).

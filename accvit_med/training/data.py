@@ -14,7 +14,7 @@ from accvit_med.datasets.torchdata import SplitImageDataset
 from accvit_med.datasets.transforms import eval_transform, train_transform
 from accvit_med.errors import UserError
 from accvit_med.training.distributed import DistContext
-from accvit_med.training.loop import epoch_indices, epoch_seed, eval_indices
+from accvit_med.training.loop import cross_entropy, epoch_indices, eval_indices, rank_epoch_seed
 from accvit_med.training.recipe import FinetuneConfig
 
 
@@ -69,6 +69,14 @@ def inverse_frequency_weights(dataset: SplitImageDataset, num_classes: int) -> t
     return (counts.sum() / (num_classes * counts)).float()
 
 
+def finetune_criterion(config: FinetuneConfig, train: SplitImageDataset, num_classes: int,
+                       device: Optional[torch.device] = None) -> torch.nn.CrossEntropyLoss:
+    """Fine-tuning's loss (training, validation, evaluate): label-smoothed cross-entropy, weighted by
+    inverse class frequency in train with ``balance = weights``."""
+    weights = inverse_frequency_weights(train, num_classes) if config.balance == "weights" else None
+    return cross_entropy(config.label_smoothing, weights, device)
+
+
 def sample_weights(dataset: SplitImageDataset, num_classes: int) -> torch.Tensor:
     """Per-sample weights that make each class equally likely to be drawn."""
     per_class = inverse_frequency_weights(dataset, num_classes).double()
@@ -81,7 +89,7 @@ def train_loader(
 ) -> DataLoader:
     """This epoch's loader. Rebuilt every epoch: its order and worker seeds come from (seed, epoch)."""
     indices = epoch_indices(len(data.train), config.seed, epoch, ctx, weights)
-    generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch) + 7919 * ctx.rank)
+    generator = torch.Generator().manual_seed(rank_epoch_seed(config.seed, epoch, ctx.rank))
     return DataLoader(
         data.train,
         batch_size=config.batch_size,

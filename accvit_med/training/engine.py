@@ -15,6 +15,7 @@ What one epoch does stays with its task (:mod:`.finetune`, :mod:`.pretrain.engin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -25,7 +26,8 @@ from accvit_med.errors import FileSystemError, TrainingDiverged, UserError, file
 from accvit_med.fileio import check_writable
 from accvit_med.rundir.checkpoints import checkpoint_kind, load_checkpoint, save_checkpoint
 from accvit_med.rundir.claim import check_run_dir, prepare_run_dir, release_run_dir
-from accvit_med.rundir.layout import RunDir, write_history, write_run_config
+from accvit_med.rundir.layout import RunDir
+from accvit_med.rundir.record import RunRecord
 from accvit_med.training.context import RunContext, amp_dtype_for
 from accvit_med.training.distributed import (DistContext, barrier, broadcast_object, init_distributed,
                                              shutdown_distributed)
@@ -142,24 +144,21 @@ class RunRecorder:
     def epochs_done(self) -> int:
         return len(self.history)
 
-    def start(self, run_config: dict, state: Callable[[], dict[str, Any]], resumed: bool,
+    def start(self, record: RunRecord, state: Callable[[], dict[str, Any]], resumed: bool,
               command: Optional[list[str]] = None) -> None:
-        """config.json, and for a new run the epoch-0 checkpoint (``state()``, built with
-        :func:`accvit_med.rundir.checkpoints.training_state`): a first epoch cut short still leaves
-        something to resume. A resumed run keeps the command that started it and lists the others."""
+        """config.json (``record`` with versions and the command), and for a new run the epoch-0
+        checkpoint (``state()``, built with :func:`accvit_med.rundir.checkpoints.training_state`): a
+        first epoch cut short still leaves something to resume. A resumed run keeps the command that
+        started it and lists the others."""
         if self.ctx.is_main:
             command = command if command is not None else list(sys.argv)
-            run_config = {**run_config, "versions": run_versions(), "command": command}
-            if resumed and self.run.config.is_file():
-                from accvit_med.rundir.layout import read_run_config
-
-                started = read_run_config(self.run.path)
-                run_config["resumed_by"] = started.get("resumed_by", []) + [command]
-                run_config["command"] = started.get("command", command)
-            write_run_config(self.run, run_config)
+            record = dataclasses.replace(record, versions=run_versions(), command=tuple(command))
+            if resumed and self.run.config_file.is_file():
+                record = record.resumed(self.run.record(), command)
+            self.run.write_record(record)
             if not resumed:
                 save_checkpoint(self.run.last, state())
-                write_history(self.run, self.history, self.history_columns)
+                self.run.write_history(self.history, self.history_columns)
         barrier(self.ctx.dist)
 
     def end_epoch(self, row: dict, state: Callable[[], dict[str, Any]], summary: str,
@@ -175,7 +174,7 @@ class RunRecorder:
                     on_best()
             save_checkpoint(self.run.last, state())
             self.kept = len(self.history)
-            write_history(self.run, self.history, self.history_columns)
+            self.run.write_history(self.history, self.history_columns)
             self.ctx.console.print(summary, soft_wrap=True)
         barrier(self.ctx.dist)
 

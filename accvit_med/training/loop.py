@@ -31,6 +31,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one process's randomness in one epoch, a function of (seed, epoch, rank) alone.
+
+    Both tasks seed each epoch with it, and fine-tuning's data loader generator too: resuming
+    after epoch N continues as an uninterrupted run would. The prime keeps ranks' streams apart.
+    """
+    return epoch_seed(seed, epoch) + 7919 * rank
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed Python, NumPy and torch for one epoch of one process (see :func:`rank_epoch_seed`)."""
+    seed_everything(rank_epoch_seed(seed, epoch, rank))
+
+
 def epoch_indices(
     num_samples: int,
     seed: int,
@@ -81,6 +95,44 @@ def check_finite_loss(loss: torch.Tensor, step: int, ctx: DistContext) -> float:
     return value
 
 
+class OptimizerStep:
+    """The optimiser step both tasks take: the finite-loss check before backward (so no weight ever
+    becomes NaN), a loss-scaled backward, clipping of the true (unscaled) gradients, the step.
+
+    Args:
+        optimizer, scaler: the run's optimiser and (fp16) gradient scaler.
+        clip_grad_norm: clip the gradients' global norm to this (0 or None: no clipping).
+        dist: the process group: a non-finite loss on any rank stops every rank at the same step.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                 clip_grad_norm: Optional[float], dist: DistContext):
+        self.optimizer, self.scaler, self.clip_grad_norm, self.dist = optimizer, scaler, clip_grad_norm, dist
+
+    def backward(self, loss: torch.Tensor, step: int, accumulated: int = 1) -> float:
+        """Check ``loss`` (``step`` is 1-based, for the message), then backward ``loss / accumulated``;
+        returns the loss as a float (the step's one device-to-host sync of it)."""
+        value = check_finite_loss(loss, step, self.dist)
+        self.scaler.scale(loss if accumulated == 1 else loss / accumulated).backward()
+        return value
+
+    def step(self, model: nn.Module) -> None:
+        """Clip ``model``'s gradients, step the optimiser and the scaler, clear the gradients."""
+        if self.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the loss-scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def cross_entropy(label_smoothing: float, class_weights: Optional[torch.Tensor] = None,
+                  device: Optional[torch.device] = None) -> nn.CrossEntropyLoss:
+    """The loss of both tasks: cross-entropy with label smoothing, optionally class-weighted."""
+    weight = None if class_weights is None else class_weights.to(device) if device is not None else class_weights
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+
 @dataclass
 class EpochTotals:
     loss_sum: float = 0.0
@@ -100,33 +152,31 @@ def train_one_epoch(
     model: nn.Module,
     batches: Iterable,
     criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
+    step: OptimizerStep,
     ctx: RunContext,
-    clip_grad_norm: Optional[float] = None,
     on_batch: Optional[Callable[[int, float], None]] = None,
+    ema: Optional[nn.Module] = None,
 ) -> EpochTotals:
-    """Train over ``batches``; ``on_batch(batch_size, running_loss)`` drives the progress bar."""
+    """Train over ``batches``; after each step ``ema`` (an AveragedModel) follows ``model`` and
+    ``on_batch(batch_size, running_loss)`` drives the progress bar."""
     model.train()
     totals = EpochTotals()
-    for step, (images, targets, _rows) in enumerate(batches, start=1):
+    step.optimizer.zero_grad(set_to_none=True)
+    for index, (images, targets, _rows) in enumerate(batches, start=1):
         images = ctx.images(images)
         targets = targets.to(ctx.device, non_blocking=True)
         with ctx.autocast():
             logits = model(images)
             loss = criterion(logits, targets)
-        loss_value = check_finite_loss(loss, step, ctx.dist)  # the step's one device-to-host sync of the loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad_norm:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        loss_value = step.backward(loss, index)
+        step.step(model)
         batch = targets.shape[0]
         totals.loss_sum += loss_value * batch
         totals.correct += int((logits.argmax(dim=1) == targets).sum().item())
         totals.count += batch
+        if ema is not None:
+            # DDP and torch.compile wrappers list the wrapped model's parameters and buffers in its order.
+            ema.update_parameters(model)
         if on_batch is not None:
             on_batch(batch, totals.loss)
     loss_sum, correct, count = all_reduce_sum(ctx.dist, [totals.loss_sum, totals.correct, totals.count])

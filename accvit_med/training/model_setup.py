@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from accvit_med.errors import UserError
-from accvit_med.training.model_choice import check_model_choice  # re-exported: its home has no torch
+from accvit_med.training.model_choice import check_model_choice  # noqa: F401 (re-exported; its home has no torch)
 from accvit_med.training.recipe import FinetuneConfig
 
 FROM_SCRATCH_WARNING = (
@@ -35,14 +35,14 @@ def build_model(
     model_factory: Optional[Callable[[int], nn.Module]] = None,
 ) -> tuple[nn.Module, dict]:
     """The network with ``num_classes`` outputs and the record of where its weights came from
-    (``config.json``'s ``weights``: spec, file, sha256 and, for an inherited ACC-ViT, the summary)."""
+    (``config.json``'s ``weights``: spec, file, sha256 and, for an inherited ACC-ViT, the summary; the
+    caller has checked the choice: :func:`check_model_choice`)."""
     if model_factory is not None:
         model = model_factory(num_classes)
         record = {"spec": "custom model factory", "file": None, "sha256": None}
     else:
         from accvit_med.models import create
 
-        check_model_choice(config)
         spec = config.weights
         created = create(config.model, num_classes=num_classes, weights=None if spec == "none" else spec,
                          image_size=config.image_size)

@@ -42,6 +42,7 @@ def evaluate(
     writes <run>/external/<name>/predictions.csv and metrics.json.
     """
     from accvit_med.fileio import check_writable
+    from accvit_med.rundir.layout import RunDir
     from accvit_med.training.evaluate_run import evaluate_run
 
     if dataset is not None or external_split is not None:
@@ -53,7 +54,7 @@ def evaluate(
 
         raise UserError("--class-map and --name apply to external evaluation; add --dataset NAME --data-dir DIR")
 
-    check_writable(out if out is not None else run / "evaluate" / checkpoint)
+    check_writable(out if out is not None else RunDir(run).evaluate_dir(checkpoint))
     result = evaluate_run(
         run, checkpoint=checkpoint, part=split, device=device, workers=workers, batch_size=batch_size,
         data_dir=None if data_dir is None else str(data_dir), out=out,

@@ -1,4 +1,16 @@
-"""``accvit-med finetune``: fine-tune a registered model on a split (appendix C.2 recipe by default)."""
+"""``accvit-med finetune``: fine-tune a registered model on a split (appendix C.2 recipe by default).
+
+What ``finetune --help`` lists, in this order, each option declared once:
+
+1. the data (:class:`~accvit_med.training.recipe.DataSpec`): ``--dataset``, ``--split``, ``--data-dir``;
+2. the recipe: one option per documented field of
+   :class:`~accvit_med.training.recipe.FinetuneRecipe`, then of
+   :class:`~accvit_med.training.recipe.RunOptions` (``--compile``, ``--grad-checkpointing``,
+   ``--cache``), derived by :func:`accvit_med.cli.options.recipe_options` where ``recipe`` stands;
+3. how this process runs (the rest of RunOptions): ``--device``, ``--workers``, ``--cache-dir``;
+4. the run folder: ``--out``, ``--name``, ``--config`` (a recipe file), ``--resume``, ``--force``;
+5. experiment tracking: ``--track``.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +25,20 @@ from accvit_med.cli.options import (
 )
 from accvit_med.training.recipe import FinetuneConfig
 
+# RunOptions fields that name the run folder and what to do with it: the command's own options.
+RUN_FOLDER = ("out", "name", "resume", "force")
+
 
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune)
 
 
-@recipe_options(FinetuneConfig)
+@recipe_options(FinetuneConfig, exclude=RUN_FOLDER)
 def finetune(
     dataset: DatasetOpt = None,
     split: SplitOpt = None,
     data_dir: DataDirOpt = None,
-    recipe: dict[str, Any] = None,  # replaced by FinetuneConfig's documented fields, one option each
+    recipe: dict[str, Any] = None,  # replaced by FinetuneRecipe's then RunOptions' documented fields
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -44,21 +59,21 @@ def finetune(
     """
     from accvit_med.training.distributed import is_main_process
     from accvit_med.training.finetune import finetune as run_finetune
-    from accvit_med.training.recipe import format_recipe, read_config_file, resolve_config
+    from accvit_med.training.finetune import requested_config
+    from accvit_med.training.recipe_file import format_recipe
 
     given = {key: str(value) if isinstance(value, Path) else value for key, value in recipe.items()}
-    resolved = resolve_config(given, config)
-    explicit = list(given) + (list(read_config_file(config)) if config is not None else [])
+    resolved = requested_config(given, config, out=None if out is None else str(out), name=name, resume=resume,
+                                force=force)
 
-    def show_recipe(final, resuming: bool) -> None:
-        if is_main_process():
-            typer.echo(("recipe (resumed run)" if resuming else "recipe") + ":\n" + format_recipe(final))
+    class ShowRecipe:
+        def on_recipe(self, final: FinetuneConfig, resuming: bool) -> None:
+            if is_main_process():
+                typer.echo(("recipe (resumed run)" if resuming else "recipe") + ":\n" + format_recipe(final))
 
     try:
-        result = run_finetune(
-            resolved, out=None if out is None else str(out), name=name, resume=resume, force=force, explicit=explicit,
-            command=["accvit-med", *sys.argv[1:]], on_recipe=show_recipe, track=track,
-        )
+        result = run_finetune(resolved, callbacks=[ShowRecipe()], command=["accvit-med", *sys.argv[1:]],
+                              track=track)
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
     if is_main_process():

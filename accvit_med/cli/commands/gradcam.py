@@ -53,8 +53,10 @@ def gradcam(
             typer.echo(f"run '{runs[0].path}' classified every test image correctly; nothing to explain")
             return
         chosen += errors
-    folder = out if out is not None else runs[0].path / "gradcam"
     from accvit_med.fileio import check_writable
+    from accvit_med.rundir.layout import RunDir
+
+    folder = out if out is not None else RunDir(runs[0].path).gradcam_dir
 
     check_writable(folder)  # before the network runs on every image
     result = explain_images(runs, chosen, folder, class_name=class_name, batch_size=batch_size, alpha=alpha,

@@ -66,13 +66,14 @@ def pretrain(
         raise UserError("--distill-temperature and --distill-weight need --teacher NAME (e.g. --teacher maxvit_t)")
     if model is None:
         raise UserError("pass --model (accvit_femto, accvit_pico, accvit_nano, accvit_tiny, accvit_small or accvit_base)")
-    from accvit_med.training.pretrain.engine import PretrainOptions
+    from accvit_med.training.pretrain.engine import PretrainData, PretrainOptions
     from accvit_med.training.pretrain.engine import pretrain as run_pretrain
 
-    options = PretrainOptions(data_path=data_path, out=out, batch_size=batch_size, workers=workers, device=device,
-                              amp=amp, resume=resume, force=force, stop_after=stop_after, weights=weights)
+    data = PretrainData(data_path=data_path, weights=weights)
+    options = PretrainOptions(device=device, workers=workers, out=None if out is None else str(out), resume=resume,
+                              force=force, batch_size=batch_size, amp=amp, stop_after=stop_after)
     try:
-        result = run_pretrain(model, recipe, options)
+        result = run_pretrain(model, recipe, data, options)
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
     if is_main_process():

@@ -1,9 +1,9 @@
 """ImageNet pre-training of ACC-ViT with the paper's recipe (appendix C.1, Table 4).
 
->>> from accvit_med.training.pretrain import PretrainOptions, pretrain, recipe_for
+>>> from accvit_med.training.pretrain import PretrainData, pretrain, recipe_for
 >>> recipe_for("accvit_tiny").global_batch_size
 1024
->>> pretrain("accvit_tiny", {}, PretrainOptions(data_path="imagenet"))      # doctest: +SKIP
+>>> pretrain("accvit_tiny", {}, PretrainData("imagenet"))                 # doctest: +SKIP
 
 Modules: recipe (Table 4 per variant), schedule (warm-up + cosine per step), mixing (mixup/cutmix),
 ema (torchvision's EMA), sampler (repeated augmentation), param_groups (weight-decay exclusions),
@@ -18,7 +18,7 @@ from accvit_med.lazy import lazy_exports
 # Names resolved on first use (PEP 562), so that reading the recipe (the CLI's --help derives the
 # pretrain options from it) does not import torch through the engine.
 _EXPORTS = {
-    "PretrainOptions": "engine", "PretrainResult": "engine", "default_out": "engine", "pretrain": "engine",
+    "PretrainData": "engine", "PretrainOptions": "engine", "PretrainResult": "engine", "pretrain": "engine",
     "evaluate_checkpoint": "eval_only", "Metrics": "validation",
     "RECIPES": "recipe", "PretrainRecipe": "recipe", "batch_layout": "recipe", "recipe_for": "recipe",
 }
