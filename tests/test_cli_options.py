@@ -71,12 +71,12 @@ def test_finetune_has_one_option_per_documented_field_and_the_old_ones():
     documented_fields = [f.name for f in dataclasses.fields(FinetuneConfig) if "help" in f.metadata]
     expected = {"--ema" if name == "ema_decay" else "--" + name.replace("_", "-") for name in documented_fields}
     assert expected <= options
-    # The option set is exactly what it was before the options were derived.
+    # The option set is exactly what it was before the options were derived, plus --track (tracking).
     assert options == {
         "--dataset", "--split", "--data-dir", "--model", "--weights", "--out", "--name", "--epochs", "--batch-size",
         "--lr", "--weight-decay", "--ema", "--image-size", "--workers", "--seed", "--patience", "--balance",
         "--device", "--amp", "--channels-last", "--compile", "--grad-checkpointing", "--cache", "--cache-dir",
-        "--config", "--resume", "--force",
+        "--config", "--resume", "--force", "--track",
     }
 
 

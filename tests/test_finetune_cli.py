@@ -83,7 +83,7 @@ def test_bad_options_each_give_one_clear_line(femto_run, tmp_path, monkeypatch):
     assert "'missing.csv' not found" in _error_line(["finetune", "--split", "missing.csv"])
     assert "wider than MaxViT-T" in _error_line(["finetune", "--split", split, "--model", "accvit_small", "--out", "r2"])
     assert "--weights 'nope.pth'" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "nope.pth", "--out", "r3"])
-    assert "multiple of 224" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
+    assert "multiples of 224" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
                                              "--image-size", "100", "--out", "r4"])
     assert "cuda:99" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
                                      "--device", "cuda:99", "--out", "r6"])
