@@ -18,6 +18,7 @@ import sys
 import torch
 from rich.console import Console
 
+from accvit_med.env import environment_summary, tune_cpu_allocator
 from accvit_med.speed import (
     DEFAULT_MODELS,
     benchmark_device,
@@ -28,7 +29,6 @@ from accvit_med.speed import (
     reference_model,
     results_table,
 )
-from accvit_med.env import environment_summary, tune_cpu_allocator
 
 
 def main() -> None:

@@ -23,11 +23,11 @@ from urllib.error import URLError
 import pytest
 import torch
 import torchvision
+from helpers.services import required_services
 
 from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.splits import read_split, write_split
 from accvit_med.datasets.synthetic import make_image_folder
-from helpers.services import required_services
 
 MAXVIT_FILE = "maxvit_t-bc5ab103.pth"
 

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from accvit_med.speed import peak_training_memory
 from accvit_med.models.fast import set_reference_attention
 from accvit_med.models.registry import create_model
+from accvit_med.speed import peak_training_memory
 from accvit_med.training.evaluate_run import evaluate_run
 from accvit_med.training.finetune import finetune
 from accvit_med.training.recipe import FinetuneConfig

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from accvit_med.cli import app
 from accvit_med.datasets.synthetic import HAM_CLASSES, HAM_METADATA_COLUMNS
 from accvit_med.demo import DEMO_CONTENTS, DEMO_KIND, DEMO_RECIPE, MARKER, run_demo
-from accvit_med.ownership import MARKER_NAME, write_marker
 from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
+from accvit_med.ownership import MARKER_NAME, write_marker
 
 MODELS = ("accvit_femto", "convnext_tiny")
 RUN_FILES = ("config.json", "history.csv", "checkpoints/last.pt", "checkpoints/best.pt",

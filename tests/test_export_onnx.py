@@ -22,13 +22,14 @@ from typer.testing import CliRunner
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'accvit-med[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'accvit-med[onnx]')")
 
+from test_gradcam import make_quadrant_folder, shrink_convnext, train_quadrant_run  # noqa: E402
+
 from accvit_med.cli import app  # noqa: E402
 from accvit_med.deploy import export as export_module  # noqa: E402
 from accvit_med.deploy.export import export_onnx  # noqa: E402
-from accvit_med.interpret import collect_images, load_run, predict_images  # noqa: E402
+from accvit_med.interpret import load_run  # noqa: E402
 from accvit_med.training.finetune import finetune  # noqa: E402
 from accvit_med.training.recipe import FinetuneConfig  # noqa: E402
-from test_gradcam import make_quadrant_folder, shrink_convnext, train_quadrant_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-
 # The run: a tiny CNN via finetune's model-factory hook, three epochs, RandAugment on, workers=0
 # unless a fifth argument says how many.
 SCRIPT = textwrap.dedent(

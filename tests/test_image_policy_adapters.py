@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_gradcam import QUADRANT_CLASSES, make_quadrant_folder, shrink_convnext
+from test_reliability_catalogue import TRAIN, fails, runner, succeeds
 
 from accvit_med.cli import app
 from accvit_med.datasets import load, synthetic
 from accvit_med.datasets.create_split import create_split
-from test_gradcam import QUADRANT_CLASSES, make_quadrant_folder, shrink_convnext
-from test_reliability_catalogue import TRAIN, fails, runner, succeeds
 
 ADAPTERS = ("folder", "csv", "ham10000", "eyepacs", "busi")
 BAD = ("symlink-out", "zero-byte", "truncated")

@@ -10,8 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from accvit_med import UserError
-from accvit_med.reports import MetricWarning, classification_metrics
-from accvit_med.reports import confusion
+from accvit_med.reports import MetricWarning, classification_metrics, confusion
 from accvit_med.reports.bootstrap import bootstrap_scores, stratified_weights
 from accvit_med.reports.calibration import reliability_bins
 from accvit_med.reports.ranking import one_vs_rest_auc, weighted_auc

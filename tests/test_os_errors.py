@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_gradcam import make_quadrant_folder, shrink_convnext
+from test_reliability_catalogue import SIDE, TRAIN, first_image
 from typer.testing import CliRunner
 
 from accvit_med import fileio
@@ -26,8 +28,6 @@ from accvit_med.cli import app
 from accvit_med.datasets.create_split import create_split
 from accvit_med.errors import file_system_error
 from accvit_med.rundir.claim import LOCK_NAME
-from test_gradcam import make_quadrant_folder, shrink_convnext
-from test_reliability_catalogue import SIDE, TRAIN, first_image
 
 runner = CliRunner()
 COMMANDS = ("split", "finetune", "pretrain", "evaluate", "report", "predict", "gradcam", "prepare", "sweep", "demo")

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_gradcam import QUADRANT_CLASSES, SIDE, GapNet, make_quadrant_folder, shrink_convnext, train_quadrant_run
 from torchvision import transforms as T
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
 from accvit_med.errors import UserError
 from accvit_med.interpret import collect_images, load_run, predict_images
-from test_gradcam import QUADRANT_CLASSES, SIDE, GapNet, make_quadrant_folder, shrink_convnext, train_quadrant_run
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from accvit_med.training.pretrain.recipe import RECIPES, batch_layout, recipe_fo
 from accvit_med.training.pretrain.sampler import RASampler
 from accvit_med.training.pretrain.schedule import lr_at
 
-
 # ---------------------------------------------------------------- learning-rate schedule
 
 @pytest.mark.parametrize("epochs,warmup,base,floor", [(400, 32, 1e-3, 1e-5), (20, 5, 5e-4, 5e-6), (7, 0, 1e-3, 0.0)])

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_gradcam import QUADRANT_CLASSES, SIDE, make_quadrant_folder, shrink_convnext
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
@@ -34,7 +35,6 @@ from accvit_med.datasets import imagepolicy
 from accvit_med.datasets.create_split import create_split
 from accvit_med.ownership import MARKER_NAME, owned_by_us, read_marker, remove_owned, write_marker
 from accvit_med.rundir.claim import LOCK_NAME, check_unlocked
-from test_gradcam import QUADRANT_CLASSES, SIDE, make_quadrant_folder, shrink_convnext
 
 runner = CliRunner()
 TRAIN = ["--model", "convnext_tiny", "--weights", "none", "--epochs", "1", "--batch-size", "4", "--workers", "0",

@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from accvit_med import UserError
 from accvit_med.cli import app
-from accvit_med.reports import classification_metrics, write_predictions, write_report
-from accvit_med.reports import figures
+from accvit_med.reports import classification_metrics, figures, write_predictions, write_report
 from accvit_med.reports.calibration import reliability_bins
 
 runner = CliRunner()

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers.services import REQUIRE_ENV, missing_commands, require_service, required_services
 
 TESTS = Path(__file__).resolve().parent

@@ -13,17 +13,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers.services import missing_commands, require_service
 
 from accvit_med.datasets.create_split import create_split
 from accvit_med.datasets.synthetic import make_image_folder
-from helpers.services import missing_commands, require_service
 
 ROOT = Path(__file__).resolve().parents[1]
 # A sitecustomize that slows each optimizer step when STEP_DELAY_ENV is set (test support only).

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_gradcam import make_quadrant_folder, shrink_convnext
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
+from accvit_med.datasets.create_split import create_split
 from accvit_med.tracking import mlflow_tracker
 from accvit_med.training.finetune import finetune
 from accvit_med.training.recipe import FinetuneConfig
-from test_gradcam import make_quadrant_folder, shrink_convnext
-from accvit_med.datasets.create_split import create_split
 
 
 @pytest.fixture(scope="module")

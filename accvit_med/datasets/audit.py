@@ -67,8 +67,8 @@ def near_duplicates(
     """
     import imagehash
 
-    from accvit_med.progress import progress_bar
     from accvit_med.datasets.imagepolicy import open_image
+    from accvit_med.progress import progress_bar
 
     hashes = np.zeros(len(paths), dtype=np.uint64)
     with progress_bar(progress) as bar:

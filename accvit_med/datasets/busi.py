@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from accvit_med.datasets.base import (
+    HIDDEN,
     IMAGE_EXTENSIONS,
+    MASK,
     SEARCH_DEPTH,
     SampleTable,
     check_data_root,
     finish_frame,
-    HIDDEN,
-    MASK,
     relative_to_root,
 )
 from accvit_med.datasets.imagepolicy import is_candidate_name

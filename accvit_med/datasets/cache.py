@@ -29,7 +29,6 @@ from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_bytes
 
 
-
 def _to_rgb(image: Image.Image) -> Image.Image:
     # 16/32-bit grayscale (some ultrasound exports) would be clipped by convert("RGB"): rescale.
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):

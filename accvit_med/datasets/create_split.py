@@ -7,19 +7,16 @@ can only come out clean. If it does not, that is a bug, and we refuse to write t
 
 from __future__ import annotations
 
-from typing import Optional
-
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from accvit_med.datasets import load
 from accvit_med.datasets.audit import AuditResult, audit_split, exact_duplicates, merge_groups
-from accvit_med.datasets.base import LEFT_OUT_REASONS, UNREADABLE
-from accvit_med.datasets.base import SampleTable
+from accvit_med.datasets.base import LEFT_OUT_REASONS, UNREADABLE, SampleTable
 from accvit_med.datasets.imagecheck import find_unreadable
 from accvit_med.datasets.splits import (
     DEFAULT_RATIOS,
@@ -34,7 +31,6 @@ from accvit_med.datasets.splits import (
     write_split,
 )
 from accvit_med.errors import UserError
-
 
 # Split protocols by name. "grouped" (the default): each group (lesion, patient, byte-identical
 # files) stays in one split. "paper": the ACC-ViT paper's (appendix C.2) -- per image, 60:20:20,

@@ -13,9 +13,9 @@ import pandas as pd
 from accvit_med.datasets.base import (
     IMAGE_EXTENSIONS,
     SampleTable,
-    walk_files,
     check_data_root,
     finish_frame,
+    walk_files,
 )
 from accvit_med.datasets.imagepolicy import is_candidate_name
 from accvit_med.errors import UserError

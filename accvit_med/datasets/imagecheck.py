@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Collection, Optional, Sequence
 
-
 from accvit_med.datasets.imagepolicy import image_problem
 from accvit_med.progress import progress_bar
 

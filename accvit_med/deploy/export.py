@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from accvit_med.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from accvit_med.deploy import runtime
 from accvit_med.deploy.preprocess import normalise
 from accvit_med.deploy.sidecar import INPUT_NAME, OUTPUT_NAME, Sidecar, sidecar_path
-from accvit_med.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_text, check_writable, sha256_file
 from accvit_med.interpret.run import LoadedRun, load_run
@@ -102,7 +102,9 @@ def verification_images(run: LoadedRun, data_dir: Optional[str | os.PathLike], l
     if not file.is_file():
         raise UserError(f"run '{run.path}' has no predictions_test.csv to verify the export on; finish training "
                         "or run accvit-med evaluate first")
-    root = Path(data_dir) if data_dir is not None else Path(run.config["data_root"])
+    if data_dir is None and run.record.data_root is None:
+        raise UserError(f"run '{run.path}' does not record its data root; pass --data-dir")
+    root = Path(data_dir) if data_dir is not None else Path(run.record.data_root)
     paths = [root / p for p in read_predictions(file).paths[:limit]]
     missing = next((p for p in paths if not p.is_file()), None)
     if missing is not None:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
-
 from accvit_med.datasets.imagecheck import find_unreadable
 from accvit_med.datasets.imagepolicy import is_candidate
 from accvit_med.errors import UserError

@@ -67,6 +67,7 @@ from torch import nn
 
 from accvit_med.errors import UserError
 from accvit_med.models import acc_vit
+
 # MaxViT-T's shape and the check of which variants can inherit from it need no torch (plan checks).
 from accvit_med.models.configs import MAXVIT_CHANNELS, MAXVIT_DEPTHS, MAXVIT_HEAD_DIM, check_inheritable
 

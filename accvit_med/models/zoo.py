@@ -21,7 +21,6 @@ timm is the optional extra ``accvit-med[timm]``. Importing this module imports n
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 

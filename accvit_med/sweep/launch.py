@@ -20,8 +20,7 @@ from typing import Callable, Optional, Sequence
 from accvit_med.fileio import atomic_write_json
 from accvit_med.rundir.layout import RunDir
 from accvit_med.sweep.plan import PlannedRun, SweepPlan
-from accvit_med.sweep.state import (RunState, log_path, read_marker, recipe_differences, run_states,
-                                    update_marker)
+from accvit_med.sweep.state import RunState, log_path, read_marker, recipe_differences, run_states, update_marker
 
 Echo = Callable[[str], None]
 

@@ -29,8 +29,13 @@ from accvit_med.rundir.claim import check_run_dir, prepare_run_dir, release_run_
 from accvit_med.rundir.layout import RunDir
 from accvit_med.rundir.record import RunRecord
 from accvit_med.training.context import RunContext, amp_dtype_for
-from accvit_med.training.distributed import (DistContext, barrier, broadcast_object, init_distributed,
-                                             shutdown_distributed)
+from accvit_med.training.distributed import (
+    DistContext,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    shutdown_distributed,
+)
 from accvit_med.training.loop import NonFiniteLoss
 
 

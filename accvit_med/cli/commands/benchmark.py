@@ -36,11 +36,16 @@ def benchmark(
     import torch
     from rich.console import Console
 
+    from accvit_med.env import tune_cpu_allocator
     from accvit_med.speed import (
-        benchmark_device, check_image_size, measure_models, parse_models, precision_label, reference_model,
+        benchmark_device,
+        check_image_size,
+        measure_models,
+        parse_models,
+        precision_label,
+        reference_model,
         results_table,
     )
-    from accvit_med.env import tune_cpu_allocator
 
     names = parse_models(models)
     check_image_size(names, image_size)

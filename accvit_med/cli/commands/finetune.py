@@ -21,7 +21,15 @@ from typing import Any, Optional
 import typer
 
 from accvit_med.cli.options import (
-    CacheDirOpt, DataDirOpt, DatasetOpt, DeviceOpt, ForceOpt, ResumeOpt, SplitOpt, WorkersOpt, recipe_options,
+    CacheDirOpt,
+    DataDirOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ForceOpt,
+    ResumeOpt,
+    SplitOpt,
+    WorkersOpt,
+    recipe_options,
 )
 from accvit_med.training.recipe import FinetuneConfig
 

@@ -43,8 +43,8 @@ from accvit_med.training.engine import RunRecorder, algorithm_settings, check_st
 from accvit_med.training.loop import OptimizerStep, cross_entropy, seed_epoch, seed_everything
 from accvit_med.training.model_setup import unwrap
 from accvit_med.training.pretrain.ema import ExponentialMovingAverage, adjusted_ema_decay
-from accvit_med.training.pretrain.imagenet import load_imagenet_folders
 from accvit_med.training.pretrain.epoch import PretrainState, TrainStep, train_epoch
+from accvit_med.training.pretrain.imagenet import load_imagenet_folders
 from accvit_med.training.pretrain.mixing import MixupCutmix
 from accvit_med.training.pretrain.param_groups import param_groups
 from accvit_med.training.pretrain.recipe import BatchLayout, PretrainRecipe, batch_layout, recipe_for
