@@ -233,3 +233,50 @@ def test_finetune_then_predict_and_gradcam_a_zoo_model_through_the_cli(model, we
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "cams").rglob("*.png"))
+
+
+def test_a_zoo_models_own_mean_and_std_feed_training_prediction_and_evaluation(make_split, hf_cache, tmp_path):
+    """A timm ViT pretrained with mean = std = 0.5: the run's predictions on test, ``predict`` and
+    the loaded run's input all equal torchvision's ToTensor + Normalize with the statistics of timm's
+    own pretrained_cfg, applied to the run's pixels, and not ImageNet's."""
+    import json
+
+    import pandas as pd
+    from torchvision import transforms as T
+    from typer.testing import CliRunner
+
+    from accvit_med.cli import app
+    from accvit_med.datasets.cache import decode_resized
+    from accvit_med.datasets.transforms import IMAGENET_MEAN
+    from accvit_med.interpret.run import load_run
+
+    name = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    reference = timm.create_model(name, pretrained=False)
+    mean, std = reference.pretrained_cfg["mean"], reference.pretrained_cfg["std"]
+    assert tuple(mean) != IMAGENET_MEAN  # the case this test is about
+    _save_hf(hf_cache, f"timm/{name}", reference.state_dict())
+    split = make_split(("a", "b"), 3, size=(40, 40), seed=5)
+    out, runner = tmp_path / "run", CliRunner()
+    result = runner.invoke(app, ["finetune", "--split", str(split), "--model", f"timm:{name}", "--epochs", "1",
+                                 "--batch-size", "3", "--image-size", "64", "--workers", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "config.json").read_text())["weights"]["preprocessing"]
+    assert recorded["mean"] == pytest.approx(list(mean)) and recorded["std"] == pytest.approx(list(std))
+
+    run = load_run(out, device="cpu")
+    written = pd.read_csv(out / "predictions_test.csv")
+    root = split.parent / "images"
+    normalize = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    inputs = torch.stack([normalize(decode_resized(root / p, 64)) for p in written["path"]])
+    assert torch.equal(torch.stack([run.preprocess(root / p) for p in written["path"]]), inputs)
+    with torch.no_grad():
+        expected = run.model(inputs).double().softmax(dim=1).numpy()
+    probabilities = written[[f"prob_{c}" for c in run.classes]].to_numpy()
+    assert probabilities == pytest.approx(expected, abs=1e-5)  # training's own evaluation used them
+
+    images = [str(root / p) for p in written["path"]]
+    result = runner.invoke(app, ["predict", "--run", str(out), *images, "--out", str(tmp_path / "preds.csv"),
+                                 "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(tmp_path / "preds.csv")
+    assert predicted[[f"prob_{c}" for c in run.classes]].to_numpy() == pytest.approx(expected, abs=1e-5)

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from accvit_med.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from accvit_med.deploy import runtime
 from accvit_med.deploy.preprocess import normalise
 from accvit_med.deploy.sidecar import INPUT_NAME, OUTPUT_NAME, Sidecar, sidecar_path
@@ -115,7 +114,8 @@ def verification_images(run: LoadedRun, data_dir: Optional[str | os.PathLike], l
 def max_difference(session, run: LoadedRun, paths: list[Path]) -> float:
     """max |ONNX Runtime - PyTorch| over the probabilities of ``paths``, batched and one by one."""
     images = [run.load_image(p) for p in paths]
-    batch = np.stack([normalise(image, IMAGENET_MEAN, IMAGENET_STD) for image in images])
+    stats = run.normalisation
+    batch = np.stack([normalise(image, stats.mean, stats.std) for image in images])
     with torch.inference_mode():
         expected = run.model(torch.stack([run.normalise(image) for image in images])).double().softmax(dim=1).numpy()
     together = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
@@ -171,7 +171,7 @@ def export_onnx(
                 f"the ONNX export of run '{run.path}' fails verification: max |probability difference| "
                 f"{difference:.3g} > {tolerance:g} on {len(paths)} test images; nothing written")
         sidecar = Sidecar(model=run.model_name, classes=list(run.classes), image_size=run.image_size,
-                          mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), opset=opset,
+                          mean=list(run.normalisation.mean), std=list(run.normalisation.std), opset=opset,
                           onnx_sha256=sha256_file(partial), run=str(run.path), checkpoint=checkpoint,
                           epoch=run.epoch, verification={"images": len(paths), "tolerance": tolerance,
                                                          "max_abs_probability_difference": difference})

@@ -3,7 +3,8 @@
 ``load_run(run_dir)`` reads what ``accvit-med finetune`` wrote (config.json and
 checkpoints/<best|last>.pt) and rebuilds exactly the evaluation pipeline of training: the same
 decode-resize-crop (:func:`accvit_med.datasets.cache.decode_resized`, the function the training
-Dataset calls) and the same normalisation (:func:`accvit_med.datasets.transforms.eval_transform`).
+Dataset calls) and the same normalisation (:func:`accvit_med.datasets.transforms.eval_transform` with the
+statistics of the run's starting weights).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from accvit_med.datasets.cache import decode_resized
 from accvit_med.datasets.torchdata import SplitImageDataset
-from accvit_med.datasets.transforms import eval_transform
+from accvit_med.datasets.transforms import Normalisation, eval_transform
 from accvit_med.devices import resolve_device
 from accvit_med.rundir.checkpoints import load_run_model
 from accvit_med.rundir.layout import RunDir
@@ -41,6 +42,11 @@ class LoadedRun:
     record: RunRecord  # the run's config.json
 
     @property
+    def normalisation(self) -> Normalisation:
+        """The statistics the run was trained with (its starting weights': ImageNet's, or a zoo model's)."""
+        return Normalisation.of_weights(self.record.weights)
+
+    @property
     def label(self) -> str:
         """A short name for tables and figure columns: the model, then the run folder."""
         return f"{self.model_name}/{self.path.name}"
@@ -51,7 +57,7 @@ class LoadedRun:
 
     def normalise(self, image: Image.Image) -> torch.Tensor:
         """The (3, size, size) tensor the model takes, from an image of :meth:`load_image`."""
-        return eval_transform()(image)
+        return eval_transform(self.normalisation)(image)
 
     def preprocess(self, path: str | os.PathLike) -> torch.Tensor:
         """The normalised tensor of one image, exactly as in the run's evaluation."""
@@ -60,7 +66,8 @@ class LoadedRun:
     def dataset(self, paths: Sequence[str | os.PathLike]) -> SplitImageDataset:
         """The training code's own Dataset over ``paths``: items are (tensor, 0, index)."""
         # Root "." keeps absolute paths absolute and relative ones relative to the working folder.
-        return SplitImageDataset(".", [str(p) for p in paths], [0] * len(paths), self.image_size, eval_transform())
+        return SplitImageDataset(".", [str(p) for p in paths], [0] * len(paths), self.image_size,
+                                  eval_transform(self.normalisation))
 
 
 def load_run(

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from accvit_med.datasets.cache import ImageCache, default_cache_dir
 from accvit_med.datasets.torchdata import SplitImageDataset
-from accvit_med.datasets.transforms import eval_transform, train_transform
+from accvit_med.datasets.transforms import IMAGENET, Normalisation, eval_transform, train_transform
 from accvit_med.errors import UserError
 from accvit_med.training.distributed import DistContext
 from accvit_med.training.loop import cross_entropy, epoch_indices, eval_indices, rank_epoch_seed
@@ -29,8 +29,10 @@ class RunData:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def build_run_data(split, config: FinetuneConfig, for_training: bool = True) -> RunData:
-    """Datasets over ``split`` (an accvit_med.datasets.splits.Split) with the recipe's transforms."""
+def build_run_data(split, config: FinetuneConfig, for_training: bool = True,
+                   normalisation: Normalisation = IMAGENET) -> RunData:
+    """Datasets over ``split`` (an accvit_med.datasets.splits.Split) with the recipe's transforms and
+    the starting weights' ``normalisation``."""
     root = Path(config.data_dir) if config.data_dir else Path(split.root)
     if not root.is_dir():
         raise UserError(f"data root '{root}' (from the split's manifest) does not exist; pass --data-dir")
@@ -44,9 +46,9 @@ def build_run_data(split, config: FinetuneConfig, for_training: bool = True) -> 
         if len(frame) == 0:
             raise UserError(f"split '{split.csv_path}' has no {name} rows; re-create it with accvit-med split")
         transform = (
-            train_transform(config.randaugment_ops, config.randaugment_magnitude)
+            train_transform(config.randaugment_ops, config.randaugment_magnitude, normalisation)
             if name == "train" and for_training
-            else eval_transform()
+            else eval_transform(normalisation)
         )
         metadata = {c: frame[c].tolist() for c in split.manifest.get("subgroups", []) if c in frame.columns}
         parts[name] = SplitImageDataset(

@@ -23,6 +23,7 @@ import pandas as pd
 from rich.console import Console
 from torch import nn
 
+from accvit_med.datasets.transforms import Normalisation
 from accvit_med.errors import UserError
 from accvit_med.ownership import check_replaceable, read_marker, write_marker
 
@@ -173,7 +174,8 @@ def evaluate_external(
     if run_classes != [str(c) for c in run_config["classes"]]:
         raise UserError(f"checkpoint '{checkpoint}.pt' of '{run_path}' has classes {run_classes}, its config.json "
                         f"{run_config['classes']}; the run directory is damaged")
-    output = _predict(model, config, target, kept, run_classes, console or Console(stderr=True))
+    output = _predict(model, config, target, kept, run_classes, console or Console(stderr=True),
+                      Normalisation.of_weights(run_config.get("weights")))
     metrics, text = _outputs(output, kept, target, run_classes, run_config, match, overlap, lines,
                              {"checkpoint": checkpoint, "epoch": epoch, "class_map_file": None if class_map is None else str(class_map)})
     if out is None:
@@ -183,7 +185,7 @@ def evaluate_external(
 
 
 def _predict(model: nn.Module, config, target: ExternalTarget, kept: pd.DataFrame, run_classes: list[str],
-             console: Console):
+             console: Console, normalisation: Normalisation):
     from accvit_med.datasets.torchdata import SplitImageDataset
     from accvit_med.datasets.transforms import eval_transform
     from accvit_med.devices import resolve_device
@@ -195,7 +197,7 @@ def _predict(model: nn.Module, config, target: ExternalTarget, kept: pd.DataFram
     index = {c: i for i, c in enumerate(run_classes)}
     metadata = {c: kept[c].tolist() for c in target.subgroups if c in kept.columns}
     data = SplitImageDataset(target.root, kept["path"].tolist(), [index[c] for c in kept["run_label"]],
-                             config.image_size, eval_transform(), None, metadata=metadata)
+                             config.image_size, eval_transform(normalisation), None, metadata=metadata)
     ctx = RunContext(device, console=console, channels_last=config.channels_last)
     return evaluate_part(model, data, config, ctx, nn.CrossEntropyLoss(), f"external {target.name}")
 

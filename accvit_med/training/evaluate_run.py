@@ -17,6 +17,7 @@ from rich.console import Console
 from torch import nn
 
 from accvit_med.datasets.splits import Split
+from accvit_med.datasets.transforms import Normalisation
 from accvit_med.devices import resolve_device
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_json
@@ -83,7 +84,8 @@ def evaluate_run(
     model.to(target)
 
     classes = list(split.classes)
-    data = rundata.build_run_data(split, config, for_training=False)
+    normalisation = Normalisation.of_weights(record.weights)
+    data = rundata.build_run_data(split, config, for_training=False, normalisation=normalisation)
     rundata.check_images(data, parts=[part])  # the image policy, as at training, before any inference
     # The validation criterion of training, so "loss" here is the number history.csv shows.
     criterion = finetune_criterion(config, data.train, len(classes))

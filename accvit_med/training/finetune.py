@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from accvit_med.datasets.transforms import Normalisation
 from accvit_med.devices import resolve_device
 from accvit_med.errors import TrainingDiverged, UserError
 from accvit_med.rundir.checkpoints import check_classes, load_checkpoint, training_state
@@ -145,7 +146,9 @@ class FinetuneRun:
         reused = head_reuse_warning(config.weights, list(self.split.classes)) if self.model_factory is None else None
         if reused:
             self.console.print(reused, markup=False, soft_wrap=True)
-        self.data = rundata.build_run_data(self.split, config)
+        # The statistics the starting weights were trained with (a zoo model's own, else ImageNet's).
+        normalisation = Normalisation.of_weights(self.weights_spec)
+        self.data = rundata.build_run_data(self.split, config, normalisation=normalisation)
         rundata.check_images(self.data, progress=self.console.is_terminal)
         if config.amp and self.device.type != "cuda":
             self.console.print("[yellow]note:[/] --amp is ignored on the CPU (autocast is for CUDA here); "
