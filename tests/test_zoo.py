@@ -280,3 +280,28 @@ def test_a_zoo_models_own_mean_and_std_feed_training_prediction_and_evaluation(m
     assert result.exit_code == 0, result.output
     predicted = pd.read_csv(tmp_path / "preds.csv")
     assert predicted[[f"prob_{c}" for c in run.classes]].to_numpy() == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_timm_teacher_keeps_its_head_and_sees_inputs_in_its_own_statistics(hf_cache):
+    """Distillation from ``--teacher timm:NAME``: the teacher's ImageNet-1k head is kept, its class
+    names are timm's, and on the student's ImageNet-normalised input it gives what timm's own model
+    gives on the same pixels normalised with the weights' statistics (mean = std = 0.5 here)."""
+    from torchvision import transforms as T
+
+    from accvit_med.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from accvit_med.training.pretrain.distill import check_teacher, load_teacher, teacher_classes
+
+    name = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    reference = timm.create_model(name, pretrained=False).eval()
+    _save_hf(hf_cache, f"timm/{name}", reference.state_dict())
+    teacher = load_teacher(f"timm:{name}", torch.device("cpu"))
+    pixels = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    mean, std = reference.pretrained_cfg["mean"], reference.pretrained_cfg["std"]
+    with torch.no_grad():
+        given = teacher(T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(pixels))
+        expected = reference(T.Normalize(mean, std)(pixels))
+    assert given.shape == (2, 1000) and torch.allclose(given, expected, atol=1e-4)
+    names = timm.data.ImageNetInfo("imagenet-1k").label_descriptions()
+    assert teacher_classes(f"timm:{name}") == [n.split(",")[0].strip() for n in names] and len(names) == 1000
+    with pytest.raises(UserError, match="predicts 21843 classes; a teacher must predict ImageNet-1k's 1000"):
+        check_teacher("timm:vit_tiny_patch16_224.augreg_in21k")

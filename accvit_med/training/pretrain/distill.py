@@ -7,9 +7,11 @@ temperatures), mixed with the label loss as ``w * distillation + (1 - w) * label
 folder of images works: an ImageNet-style folder, or a plain folder of images (searched
 recursively; every 10th image, in sorted order, is held out to measure agreement).
 
-The teacher is a registry baseline with torchvision ImageNet weights (``maxvit_t``, ``swin_t``,
-``convnext_tiny``), kept in eval mode without gradients; the student gets the teacher's 1000-class
-head. Each epoch logs the student-teacher top-1 agreement on the held-out images.
+The teacher is a baseline with ImageNet-1k weights (``maxvit_t``, ``swin_t``, ``convnext_tiny``,
+any ``torchvision:`` classifier, a ``timm:`` one whose weights predict ImageNet-1k), kept in eval
+mode without gradients; a timm teacher trained on other statistics gets its inputs renormalised
+(:class:`Renormalise`). The student gets the teacher's 1000-class head. Each epoch logs the
+student-teacher top-1 agreement on the held-out images.
 """
 
 from __future__ import annotations
@@ -48,29 +50,78 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def check_teacher(name: str) -> None:
-    """UserError unless ``name`` is a registry model with torchvision ImageNet weights."""
+    """UserError unless ``name`` is a baseline with pretrained ImageNet-1k weights: a registry or
+    ``torchvision:`` model with torchvision's, or a ``timm:`` model whose weights predict ImageNet-1k."""
+    from accvit_med.models import zoo
     from accvit_med.models.registry import imagenet_weights_enum, list_models, model_info
 
     info = model_info(name)
+    parsed = zoo.parse(name)
+    if parsed is not None and parsed[0] == "timm":
+        _check_timm_teacher(name, parsed[1])
+        return
     if info.family == "accvit" or imagenet_weights_enum(name) is None:
         baselines = [m for m in list_models() if model_info(m).imagenet_weights is not None]
-        raise UserError(f"--teacher {name} has no ImageNet weights to teach with; choose one of {', '.join(baselines)}")
+        raise UserError(f"--teacher {name} has no ImageNet weights to teach with; choose one of "
+                        f"{', '.join(baselines)}, or a torchvision: or timm: classifier")
+
+
+def _check_timm_teacher(name: str, arch: str) -> None:
+    from accvit_med.models import zoo
+
+    timm = zoo.timm_module()
+    if zoo.pretrained_weights("timm", arch) is None:
+        raise UserError(f"--teacher {name} has no pretrained weights on the Hugging Face hub to teach with")
+    cfg = timm.models.get_pretrained_cfg(arch)
+    classes = None if cfg is None else cfg.num_classes
+    if classes != 1000:
+        raise UserError(f"--teacher {name} predicts {classes} classes; a teacher must predict ImageNet-1k's "
+                        "1000 (e.g. timm:resnet50.a1_in1k)")
+
+
+class Renormalise(nn.Module):
+    """Feeds a teacher trained on other statistics: inputs normalised with ``given`` are mapped back
+    to pixels and normalised with ``wanted`` (exactly, so the student's data pipeline stays one)."""
+
+    def __init__(self, model: nn.Module, given, wanted) -> None:
+        super().__init__()
+        self.model = model
+        view = (1, 3, 1, 1)
+        self.register_buffer("scale", (torch.tensor(given.std) / torch.tensor(wanted.std)).view(view))
+        self.register_buffer("shift", ((torch.tensor(given.mean) - torch.tensor(wanted.mean))
+                                       / torch.tensor(wanted.std)).view(view))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.scale + self.shift)
 
 
 def load_teacher(name: str, device: torch.device) -> nn.Module:
-    """The teacher with its ImageNet weights (torch.hub cache), in eval mode and without gradients."""
-    from accvit_med.models import create_model
+    """The teacher with its ImageNet weights (torch.hub or Hugging Face cache), in eval mode and
+    without gradients, taking inputs with ImageNet's normalisation (as the student's)."""
+    from accvit_med.datasets.transforms import IMAGENET, Normalisation
+    from accvit_med.models import create
 
     check_teacher(name)
-    teacher = create_model(name, num_classes=1000, weights="imagenet").to(device).eval()
+    created = create(name, num_classes=1000, weights="imagenet")
+    teacher = created.model
+    own = Normalisation.of_weights({"preprocessing": created.weights.preprocessing})
+    if own != IMAGENET:
+        teacher = Renormalise(teacher, IMAGENET, own)
+    teacher = teacher.to(device).eval()
     teacher.requires_grad_(False)
     return teacher
 
 
 def teacher_classes(name: str) -> list[str]:
-    """The teacher's class names, in its output order (torchvision's ImageNet categories)."""
+    """The teacher's class names, in its output order: torchvision's ImageNet categories, or timm's
+    ImageNet-1k descriptions (their first synonym)."""
+    from accvit_med.models import zoo
     from accvit_med.models.registry import imagenet_weights_enum
 
+    parsed = zoo.parse(name)
+    if parsed is not None and parsed[0] == "timm":
+        info = zoo.timm_module().data.ImageNetInfo("imagenet-1k")
+        return [description.split(",")[0].strip() for description in info.label_descriptions()]
     return list(imagenet_weights_enum(name).meta["categories"])
 
 
