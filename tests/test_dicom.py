@@ -165,7 +165,8 @@ def test_split_check_reads_dicom_folders_and_lists_the_bad_file(tmp_path):
 
 
 def test_predict_and_gradcam_read_dicom(tmp_path, monkeypatch):
-    from test_gradcam import shrink_convnext, train_quadrant_run
+    from helpers.quadrant_runs import train_quadrant_run
+    from helpers.tiny_models import shrink_convnext
 
     shrink_convnext(monkeypatch)
     run = train_quadrant_run(tmp_path / "q", epochs=1, per_class=4)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_gradcam import QUADRANT_CLASSES, make_quadrant_folder, shrink_convnext
-from test_reliability_catalogue import TRAIN, fails, runner, succeeds
+from helpers.cli_runner import TRAIN, fails, runner, succeeds
+from helpers.quadrant_runs import QUADRANT_CLASSES, make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 
 from accvit_med.cli import app
 from accvit_med.datasets import load, synthetic

@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_gradcam import make_quadrant_folder, shrink_convnext
-from test_reliability_catalogue import SIDE, TRAIN, first_image
+from helpers.cli_runner import TRAIN
+from helpers.quadrant_runs import SIDE, first_image, make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 from typer.testing import CliRunner
 
 from accvit_med import fileio

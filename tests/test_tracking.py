@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_gradcam import make_quadrant_folder, shrink_convnext
+from helpers.quadrant_runs import make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
