@@ -45,7 +45,7 @@ class Fault:
 
 
 FAULTS = (
-    # The six of issue 21.
+    # Faults whose outputs still look plausible: only a numeric check catches them.
     Fault("ddp-gather-order", "gathered logits kept in arrival order, not placed by row",
           "training/part_predictions.py", "    ordered[all_rows] = all_logits", "    ordered[:] = all_logits",
           ("tests/test_distributed_finetune.py",)),
@@ -66,7 +66,7 @@ FAULTS = (
           "models/fast/attention.py", "return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)",
           "return F.scaled_dot_product_attention(q, k, v, attn_mask=None)",
           ("tests/test_acc_vit.py", "-k", "window_attention")),
-    # The untested promises of issue 21.
+    # Documented promises that no output shows broken (split content, --balance, JPEG draft, atomic writes).
     Fault("split-sha-unchecked", "resume accepts a split whose content changed",
           "training/finetune.py", 'if self.checkpoint["split_sha256"] != self.split.sha256:', "if False:",
           ("tests/test_finetune.py", "-k", "content_changed")),
@@ -118,7 +118,7 @@ FAULTS = (
           "reports/operating_points.py", "    called = np.asarray(score) >= threshold",
           "    called = np.asarray(score) > threshold",
           ("tests/test_report_operating_points.py", "-k", "wilson")),
-    # Guarded by tests that the faster suite made lighter (issue 21, point 4): they must still catch.
+    # Guarded by tests that were made lighter to keep the suite fast: they must still catch.
     Fault("demo-force-keeps-old", "demo --force writes over the earlier demo without removing it",
           "demo.py", "        remove_owned(out, DEMO_KIND)", "        pass",
           ("tests/test_demo.py", "-k", "force_replaced")),
@@ -133,7 +133,8 @@ FAULTS = (
           "cli/commands/models.py", 'f"{row.gflops:.3f}"', 'f"{row.params / 1e9:.3f}"',
           ("tests/test_models.py", "-k", "models_command")),
 
-    # The five unguarded promises of issue 25, and the stored table of `accvit-med models`.
+    # Weight inheritance, --force and hidden entries, resume's loss scaler, the image cache key, and the stored
+    # table of `accvit-med models`.
     Fault("inherit-conv-gate-wrong-branch", "inherited conv gate favours the dilation-3 branch, not dilation 1",
           "models/inheritance.py",
           "layer.conv.gate.bias.copy_(torch.tensor([GATE_ON] + [GATE_OFF] * (len(acc_vit.CONV_DILATIONS) - 1)))",

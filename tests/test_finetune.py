@@ -223,7 +223,7 @@ def test_cache_and_channels_last_give_the_same_run(toy_split, tmp_path):
     assert nhwc.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-4)
 
 
-# --- Promises that only show when they are broken (issue 21) -------------------------------------
+# --- Promises that only show when they are broken --------------------------------------------------
 
 IMBALANCED = {"alpha": 16, "beta": 5, "gamma": 5}
 

@@ -7,7 +7,7 @@ the flags in appendix C.1 are the source of every default here. Two numbers are 
   MaxViT-T/S's 0.2/0.3, so we continue that series), small's learning rate 5e-4 / 5e-6, and a global
   batch of 512 (32 per GPU on 16 GPUs: base costs about twice small's FLOPs, which ran 48 per GPU).
 * The paper's flags do not set ``--norm-weight-decay`` or ``--bias-weight-decay``, so the authors'
-  runs decayed norms and biases; this recipe (as asked in issue 10, and as timm/DeiT do) decays
+  runs decayed norms and biases; this recipe (as timm/DeiT do) decays
   neither, nor the relative position bias tables (``--transformer-embedding-decay 0``).
 
 The global batch size is part of the recipe; the per-process batch is a runtime choice. When fewer
