@@ -64,11 +64,13 @@ class PretrainRecipe:
     seed: int = documented(0, help="Seed.")
     # Distillation (pretrain --teacher, see .distill): None trains on labels alone.
     teacher: Optional[str] = documented(
-        None, help="Distil from this registry baseline's ImageNet weights (e.g. maxvit_t); see docs/pretrained-weights.md."
+        None, help="Distil from this registry baseline's ImageNet weights (e.g. maxvit_t); "
+                   "see docs/pretrained-weights.md."
     )
     distill_temperature: float = documented(1.0, help="Softmax temperature of the distillation KL.")
     distill_weight: float = documented(
-        1.0, help="Share of the distillation loss (the rest: label loss); 1 needs no labels, so --data-path may be a plain image folder."
+        1.0, help="Share of the distillation loss (the rest: label loss); 1 needs no labels, "
+                  "so --data-path may be a plain image folder."
     )
 
     def to_dict(self) -> dict:
