@@ -60,7 +60,8 @@ FAULTS = (
           "interpret/gradcam.py", "weights = gradients.mean(dim=(2, 3), keepdim=True)", "weights = gradients",
           ("tests/test_gradcam.py", "-k", "varies or class_activation")),
     Fault("resume-forgets-best", "best validation loss forgotten on resume",
-          "training/train_state.py", 'self.best_val_loss = float(state["best_val_loss"])', "self.best_val_loss = math.inf",
+          "training/train_state.py", 'self.best_val_loss = float(state["best_val_loss"])',
+          "self.best_val_loss = math.inf",
           ("tests/test_finetune.py", "-k", "worse_epoch")),
     Fault("cuda-attention-no-bias", "CUDA attention branch drops the relative-position bias",
           "models/fast/attention.py", "return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)",
@@ -71,10 +72,12 @@ FAULTS = (
           "training/finetune.py", 'if self.checkpoint["split_sha256"] != self.split.sha256:', "if False:",
           ("tests/test_finetune.py", "-k", "content_changed")),
     Fault("balance-weights-ignored", "--balance weights leaves the loss unweighted",
-          "training/data.py", 'weights = inverse_frequency_weights(train, num_classes) if config.balance == "weights" else None',
+          "training/data.py",
+          'weights = inverse_frequency_weights(train, num_classes) if config.balance == "weights" else None',
           "weights = None", ("tests/test_finetune.py", "-k", "balance_weights_is")),
     Fault("balance-sampler-ignored", "--balance sampler draws a plain permutation",
-          "training/finetune.py", 'if config.balance == "sampler" else None)', "if False else None)", ("tests/test_finetune.py", "-k", "sampler_draws")),
+          "training/finetune.py", 'if config.balance == "sampler" else None)', "if False else None)",
+          ("tests/test_finetune.py", "-k", "sampler_draws")),
     Fault("jpeg-no-draft", "JPEGs decoded at full size (no draft mode)",
           "datasets/imagepolicy.py", 'image.draft("RGB", (draft_size, draft_size))', "pass",
           ("tests/test_cache.py", "-k", "draft")),
@@ -99,7 +102,8 @@ FAULTS = (
           "return (counts / counts.sum() * num_classes).float()",
           ("tests/test_finetune.py", "-k", "balance_weights_is")),
     Fault("bootstrap-unstratified-draw", "resamples drawn from the whole test set, not within classes",
-          "reports/bootstrap.py", "[rows[rng.integers(0, len(rows), size=(batch, len(rows)))] for rows in members], axis=1",
+          "reports/bootstrap.py",
+          "[rows[rng.integers(0, len(rows), size=(batch, len(rows)))] for rows in members], axis=1",
           "[rng.integers(0, n, size=(batch, len(rows))) for rows in members], axis=1",
           ("tests/test_metrics.py", "-k", "bootstrap")),
     # Intervals, calibration and operating points.
@@ -161,7 +165,8 @@ FAULTS = (
           "datasets/cache.py", "|{stat.st_ctime_ns}|{self.size}", "|{self.size}",
           ("tests/test_cache.py", "-k", "same_byte_size")),
     Fault("ece-edge-ceil", "ECE bins by ceil(c*M)-1 (misplaces edges such as 7/25)",
-          "reports/calibration.py", 'bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)',
+          "reports/calibration.py",
+          'bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)',
           "bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)",
           ("tests/test_metrics.py", "-k", "bin_edge")),
     Fault("ece-edge-upper-bin", "ECE puts a confidence on an edge in the bin above",
@@ -172,7 +177,9 @@ FAULTS = (
           "models/model_table.py", '"accvit_tiny": (28325720, 5694075392)', '"accvit_tiny": (28325720, 5694075393)',
           ("tests/test_models.py", "-k", "stored_table or builds_no_model")),
     Fault("models-table-unused", "accvit-med models recounts instead of reading the table",
-          "models/summary.py", "stored = model_table.COUNTS_224.get(name) if image_size == model_table.IMAGE_SIZE and not recount else None",
+          "models/summary.py",
+          "stored = model_table.COUNTS_224.get(name) if image_size == model_table.IMAGE_SIZE and not recount "
+          "else None",
           "stored = None", ("tests/test_models.py", "-k", "stored_table or builds_no_model")),
 )
 
@@ -188,7 +195,8 @@ def _plant(package: Path, fault: Fault) -> None:
     text = path.read_text(encoding="utf-8")
     count = text.count(fault.original)
     if count != 1:
-        raise SystemExit(f"fault '{fault.name}': the line to change occurs {count} times in {fault.file}; update the probe")
+        raise SystemExit(f"fault '{fault.name}': the line to change occurs {count} times in {fault.file}; "
+                         "update the probe")
     path.write_text(text.replace(fault.original, fault.planted), encoding="utf-8")
 
 
@@ -241,7 +249,8 @@ def main() -> int:
         # Every selected test, unpatched: it must pass for "caught" to mean the fault was caught.
         for tests in dict.fromkeys(f.tests for f in chosen):
             code, seconds = _run_tests(clean, tests)
-            print(f"unpatched  {' '.join(tests):60} {'passes' if code == 0 else _verdict(code)} ({seconds:.0f} s)", flush=True)
+            verdict = "passes" if code == 0 else _verdict(code)
+            print(f"unpatched  {' '.join(tests):60} {verdict} ({seconds:.0f} s)", flush=True)
             if code != 0:
                 print("the unpatched package fails these tests; fix that first", file=sys.stderr)
                 return 1
@@ -259,7 +268,8 @@ def main() -> int:
     for fault, verdict, seconds in rows:
         print(f"| {fault.description} | `{fault.file}` | `{' '.join(fault.tests)}` | {verdict} ({seconds:.0f} s) |")
     missed = [fault.name for fault, verdict, _ in rows if verdict != "caught"]
-    print(f"\n{len(rows) - len(missed)} of {len(rows)} planted faults caught" + (f"; not caught: {', '.join(missed)}" if missed else ""))
+    not_caught = f"; not caught: {', '.join(missed)}" if missed else ""
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} planted faults caught{not_caught}")
     return 1 if missed else 0
 
 

@@ -155,7 +155,8 @@ def trained(tmp_path_factory):
     create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
     with pytest.MonkeyPatch.context() as patch:
         shrink_convnext(patch)
-        result = runner.invoke(app, ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")])
+        args = ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")]
+        result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + result.stderr
     return root
 
