@@ -43,7 +43,8 @@ def _our_loop(model, batches, optimizer, criterion) -> None:
 
 def bench_training(model_name: str, batch_size: int, steps: int, image_size: int) -> None:
     torch.manual_seed(0)
-    batch = (torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 7, (batch_size,)), torch.arange(batch_size))
+    images = torch.randn(batch_size, 3, image_size, image_size)
+    batch = (images, torch.randint(0, 7, (batch_size,)), torch.arange(batch_size))
     loops = {"bare PyTorch loop": _bare_loop, "accvit-med loop": _our_loop}
     setups = {}
     for name in loops:

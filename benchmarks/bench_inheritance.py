@@ -158,7 +158,8 @@ def run_seed(args, data: dict, seed: int) -> dict:
     for epoch in range(1, args.distill_epochs + 1):
         train_epoch(inherited, optimizer, *data["a_train"], batch, seed=1000 * seed + 100 + epoch, teacher=teacher)
     reestimate_batchnorm(inherited, data["a_train"][0], batch)
-    record(f"{student} inherited + {args.distill_epochs} epoch(s) distillation", *scores(inherited, *data["a_test"], batch))
+    record(f"{student} inherited + {args.distill_epochs} epoch(s) distillation",
+           *scores(inherited, *data["a_test"], batch))
 
     print(f"seed {seed}. 3. fine-tuning on task B", flush=True)
     for start in ("inherited", "random"):
@@ -213,7 +214,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs on task B")
     parser.add_argument("--lr", type=float, default=1e-4, help="distillation and fine-tuning learning rate")
     parser.add_argument("--batch-size", type=int, default=6)
-    parser.add_argument("--student", default="accvit_tiny", help="ACC-ViT variant that inherits (tiny, nano, pico, femto)")
+    parser.add_argument("--student", default="accvit_tiny",
+                        help="ACC-ViT variant that inherits (tiny, nano, pico, femto)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")

@@ -1,6 +1,6 @@
 """Train and inference images/s and peak memory of accvit_tiny next to maxvit_t, swin_t and convnext_tiny.
 
-    .venv/bin/python benchmarks/bench_models.py                                  # CPU, batch 8 (a few minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_models.py        # CPU, batch 8 (a few minutes on 2 cores)
     python3 benchmarks/bench_models.py --device cuda --batch-size 64 --iters 10 --warmup 3
     .venv/bin/python benchmarks/bench_models.py --models accvit_tiny,maxvit_t --compile
 

@@ -45,7 +45,7 @@ class Fault:
 
 
 FAULTS = (
-    # The six of issue 21.
+    # Faults whose outputs still look plausible: only a numeric check catches them.
     Fault("ddp-gather-order", "gathered logits kept in arrival order, not placed by row",
           "training/part_predictions.py", "    ordered[all_rows] = all_logits", "    ordered[:] = all_logits",
           ("tests/test_distributed_finetune.py",)),
@@ -60,21 +60,24 @@ FAULTS = (
           "interpret/gradcam.py", "weights = gradients.mean(dim=(2, 3), keepdim=True)", "weights = gradients",
           ("tests/test_gradcam.py", "-k", "varies or class_activation")),
     Fault("resume-forgets-best", "best validation loss forgotten on resume",
-          "training/train_state.py", 'self.best_val_loss = float(state["best_val_loss"])', "self.best_val_loss = math.inf",
+          "training/train_state.py", 'self.best_val_loss = float(state["best_val_loss"])',
+          "self.best_val_loss = math.inf",
           ("tests/test_finetune.py", "-k", "worse_epoch")),
     Fault("cuda-attention-no-bias", "CUDA attention branch drops the relative-position bias",
           "models/fast/attention.py", "return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)",
           "return F.scaled_dot_product_attention(q, k, v, attn_mask=None)",
           ("tests/test_acc_vit.py", "-k", "window_attention")),
-    # The untested promises of issue 21.
+    # Documented promises that no output shows broken (split content, --balance, JPEG draft, atomic writes).
     Fault("split-sha-unchecked", "resume accepts a split whose content changed",
           "training/finetune.py", 'if self.checkpoint["split_sha256"] != self.split.sha256:', "if False:",
           ("tests/test_finetune.py", "-k", "content_changed")),
     Fault("balance-weights-ignored", "--balance weights leaves the loss unweighted",
-          "training/data.py", 'weights = inverse_frequency_weights(train, num_classes) if config.balance == "weights" else None',
+          "training/data.py",
+          'weights = inverse_frequency_weights(train, num_classes) if config.balance == "weights" else None',
           "weights = None", ("tests/test_finetune.py", "-k", "balance_weights_is")),
     Fault("balance-sampler-ignored", "--balance sampler draws a plain permutation",
-          "training/finetune.py", 'if config.balance == "sampler" else None)', "if False else None)", ("tests/test_finetune.py", "-k", "sampler_draws")),
+          "training/finetune.py", 'if config.balance == "sampler" else None)', "if False else None)",
+          ("tests/test_finetune.py", "-k", "sampler_draws")),
     Fault("jpeg-no-draft", "JPEGs decoded at full size (no draft mode)",
           "datasets/imagepolicy.py", 'image.draft("RGB", (draft_size, draft_size))', "pass",
           ("tests/test_cache.py", "-k", "draft")),
@@ -99,7 +102,8 @@ FAULTS = (
           "return (counts / counts.sum() * num_classes).float()",
           ("tests/test_finetune.py", "-k", "balance_weights_is")),
     Fault("bootstrap-unstratified-draw", "resamples drawn from the whole test set, not within classes",
-          "reports/bootstrap.py", "[rows[rng.integers(0, len(rows), size=(batch, len(rows)))] for rows in members], axis=1",
+          "reports/bootstrap.py",
+          "[rows[rng.integers(0, len(rows), size=(batch, len(rows)))] for rows in members], axis=1",
           "[rng.integers(0, n, size=(batch, len(rows))) for rows in members], axis=1",
           ("tests/test_metrics.py", "-k", "bootstrap")),
     # Intervals, calibration and operating points.
@@ -118,7 +122,7 @@ FAULTS = (
           "reports/operating_points.py", "    called = np.asarray(score) >= threshold",
           "    called = np.asarray(score) > threshold",
           ("tests/test_report_operating_points.py", "-k", "wilson")),
-    # Guarded by tests that the faster suite made lighter (issue 21, point 4): they must still catch.
+    # Guarded by tests that were made lighter to keep the suite fast: they must still catch.
     Fault("demo-force-keeps-old", "demo --force writes over the earlier demo without removing it",
           "demo.py", "        remove_owned(out, DEMO_KIND)", "        pass",
           ("tests/test_demo.py", "-k", "force_replaced")),
@@ -133,7 +137,8 @@ FAULTS = (
           "cli/commands/models.py", 'f"{row.gflops:.3f}"', 'f"{row.params / 1e9:.3f}"',
           ("tests/test_models.py", "-k", "models_command")),
 
-    # The five unguarded promises of issue 25, and the stored table of `accvit-med models`.
+    # Weight inheritance, --force and hidden entries, resume's loss scaler, the image cache key, and the stored
+    # table of `accvit-med models`.
     Fault("inherit-conv-gate-wrong-branch", "inherited conv gate favours the dilation-3 branch, not dilation 1",
           "models/inheritance.py",
           "layer.conv.gate.bias.copy_(torch.tensor([GATE_ON] + [GATE_OFF] * (len(acc_vit.CONV_DILATIONS) - 1)))",
@@ -160,7 +165,8 @@ FAULTS = (
           "datasets/cache.py", "|{stat.st_ctime_ns}|{self.size}", "|{self.size}",
           ("tests/test_cache.py", "-k", "same_byte_size")),
     Fault("ece-edge-ceil", "ECE bins by ceil(c*M)-1 (misplaces edges such as 7/25)",
-          "reports/calibration.py", 'bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)',
+          "reports/calibration.py",
+          'bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)',
           "bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)",
           ("tests/test_metrics.py", "-k", "bin_edge")),
     Fault("ece-edge-upper-bin", "ECE puts a confidence on an edge in the bin above",
@@ -171,7 +177,9 @@ FAULTS = (
           "models/model_table.py", '"accvit_tiny": (28325720, 5694075392)', '"accvit_tiny": (28325720, 5694075393)',
           ("tests/test_models.py", "-k", "stored_table or builds_no_model")),
     Fault("models-table-unused", "accvit-med models recounts instead of reading the table",
-          "models/summary.py", "stored = model_table.COUNTS_224.get(name) if image_size == model_table.IMAGE_SIZE and not recount else None",
+          "models/summary.py",
+          "stored = model_table.COUNTS_224.get(name) if image_size == model_table.IMAGE_SIZE and not recount "
+          "else None",
           "stored = None", ("tests/test_models.py", "-k", "stored_table or builds_no_model")),
 )
 
@@ -187,7 +195,8 @@ def _plant(package: Path, fault: Fault) -> None:
     text = path.read_text(encoding="utf-8")
     count = text.count(fault.original)
     if count != 1:
-        raise SystemExit(f"fault '{fault.name}': the line to change occurs {count} times in {fault.file}; update the probe")
+        raise SystemExit(f"fault '{fault.name}': the line to change occurs {count} times in {fault.file}; "
+                         "update the probe")
     path.write_text(text.replace(fault.original, fault.planted), encoding="utf-8")
 
 
@@ -240,7 +249,8 @@ def main() -> int:
         # Every selected test, unpatched: it must pass for "caught" to mean the fault was caught.
         for tests in dict.fromkeys(f.tests for f in chosen):
             code, seconds = _run_tests(clean, tests)
-            print(f"unpatched  {' '.join(tests):60} {'passes' if code == 0 else _verdict(code)} ({seconds:.0f} s)", flush=True)
+            verdict = "passes" if code == 0 else _verdict(code)
+            print(f"unpatched  {' '.join(tests):60} {verdict} ({seconds:.0f} s)", flush=True)
             if code != 0:
                 print("the unpatched package fails these tests; fix that first", file=sys.stderr)
                 return 1
@@ -258,7 +268,8 @@ def main() -> int:
     for fault, verdict, seconds in rows:
         print(f"| {fault.description} | `{fault.file}` | `{' '.join(fault.tests)}` | {verdict} ({seconds:.0f} s) |")
     missed = [fault.name for fault, verdict, _ in rows if verdict != "caught"]
-    print(f"\n{len(rows) - len(missed)} of {len(rows)} planted faults caught" + (f"; not caught: {', '.join(missed)}" if missed else ""))
+    not_caught = f"; not caught: {', '.join(missed)}" if missed else ""
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} planted faults caught{not_caught}")
     return 1 if missed else 0
 
 

@@ -120,8 +120,8 @@ def kill_group(process: subprocess.Popen) -> None:
 def cuda_tests(ctx: Context):
     code, output = ctx.run([sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider",
                             "tests/test_cuda.py"])
-    lines = [line for line in output.splitlines()
-             if re.search(r"\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", line) or re.match(r"=+ .* in [\d.]+s", line)]
+    outcome, summary = r"\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", r"=+ .* in [\d.]+s"
+    lines = [line for line in output.splitlines() if re.search(outcome, line) or re.match(summary, line)]
     return code == 0, {"exit_code": code, "lines": lines}, ["```", *lines, "```"]
 
 
@@ -142,7 +142,8 @@ def _make_split(ctx: Context, per_class: int) -> Path:
         from accvit_med.datasets.create_split import create_split
         from accvit_med.datasets.synthetic import make_image_folder
 
-        make_image_folder(ctx.out / "data" / "images", classes=("a", "b", "c"), per_class=per_class, size=(64, 64), seed=0)
+        make_image_folder(ctx.out / "data" / "images", classes=("a", "b", "c"), per_class=per_class, size=(64, 64),
+                          seed=0)
         create_split("folder", ctx.out / "data" / "images", split, seed=0, grouped=False, progress=False)
     return split
 
@@ -231,7 +232,8 @@ def inheritance(ctx: Context):
     learnt = min(teacher) >= 80.0
     verdict = "" if learnt else " -- the teacher did not learn task A: the rows below say nothing about inheritance"
     accuracies = ", ".join(f"{a:.1f}%" for a in teacher)
-    lines = [f"- teacher (MaxViT-T from scratch) test accuracy on task A per seed: {accuracies} (chance 33.3%){verdict}",
+    lines = [f"- teacher (MaxViT-T from scratch) test accuracy on task A per seed: {accuracies} "
+             f"(chance 33.3%){verdict}",
              "", data["markdown"]]
     return code == 0, {"exit_code": code, "teacher_accuracy": teacher, "teacher_learnt": learnt,
                        "results": data["results"], "settings": data["settings"]}, lines
@@ -312,10 +314,13 @@ def device_line() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="folder for summary.md, gpu_check.json and logs/ (required unless --dry-run)")
+    parser.add_argument("--out", type=Path,
+                        help="folder for summary.md, gpu_check.json and logs/ (required unless --dry-run)")
     parser.add_argument("--dry-run", action="store_true", help="print the pieces, budgets and commands; run nothing")
-    parser.add_argument("--smoke", action="store_true", help="run the CPU pieces at their smallest size (tests the script)")
-    parser.add_argument("--only", action="append", choices=[p.name for p in PIECES], help="run this piece (repeatable)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run the CPU pieces at their smallest size (tests the script)")
+    parser.add_argument("--only", action="append", choices=[p.name for p in PIECES],
+                        help="run this piece (repeatable)")
     args = parser.parse_args(argv)
     pieces = [p for p in PIECES if not args.only or p.name in args.only]
     if args.dry_run:

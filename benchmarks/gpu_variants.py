@@ -4,7 +4,8 @@
 
 Each variant is a pair of settings: cuDNN's autotuner (``torch.backends.cudnn.benchmark``) and
 whether ACC-ViT's depthwise branches run on a contiguous NCHW copy of the expanded map
-(``FastAtrousInvertedResidual.cuda_branches_contiguous`` in ``accvit_med.models.fast.conv``) or on the channels-last map itself.
+(``FastAtrousInvertedResidual.cuda_branches_contiguous`` in ``accvit_med.models.fast.conv``) or on
+the channels-last map itself.
 For every variant, accvit_tiny and maxvit_t are measured interleaved (bf16 autocast), so the
 ratio in each row compares the two under the same settings. The chosen defaults are the ones
 ``accvit-med benchmark`` and ``accvit-med finetune`` use.

@@ -38,7 +38,8 @@ def test_dilate_matches_strided_slicing_and_round_trips(rate):
     # Independent reference: map (b, hs, ws) is x[b, :, hs::rate, ws::rate].
     for hs in range(rate):
         for ws in range(rate):
-            torch.testing.assert_close(dilated[1 * rate * rate + hs * rate + ws], x[1, :, hs::rate, ws::rate], rtol=0, atol=0)
+            sub_grid = dilated[1 * rate * rate + hs * rate + ws]
+            torch.testing.assert_close(sub_grid, x[1, :, hs::rate, ws::rate], rtol=0, atol=0)
     assert torch.equal(undilate(dilated, rate), x)
 
 
@@ -315,7 +316,8 @@ def test_dilated_depthwise_conv_trains_under_cpu_bf16_autocast(dilation, stride)
     x = torch.randn(2, 8, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = conv(x)
-        reference = torch.nn.functional.conv2d(x, conv.weight, stride=stride, padding=dilation, dilation=dilation, groups=8)
+        reference = torch.nn.functional.conv2d(x, conv.weight, stride=stride, padding=dilation, dilation=dilation,
+                                               groups=8)
     assert out.dtype == reference.dtype == torch.bfloat16
     upstream = torch.randn_like(reference)
     grads = torch.autograd.grad(out, (x, conv.weight), upstream)

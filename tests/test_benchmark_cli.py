@@ -34,7 +34,8 @@ def test_models_list_parsing_and_reference():
     assert parse_models("accvit_femto, swin_t,,maxvit_t") == ["accvit_femto", "swin_t", "maxvit_t"]
     assert reference_model(["accvit_tiny", "swin_t", "maxvit_t"]) == "maxvit_t"
     assert reference_model(["swin_t", "convnext_tiny"]) == "swin_t"
-    for text, message in (("", "--models is empty"), ("swin_t,swin_t", "more than once"), ("vit_b_16", "unknown model")):
+    refusals = (("", "--models is empty"), ("swin_t,swin_t", "more than once"), ("vit_b_16", "unknown model"))
+    for text, message in refusals:
         with pytest.raises(UserError, match=message):
             parse_models(text)
 

@@ -44,7 +44,8 @@ def test_ham10000_table_matches_metadata(tmp_path, metadata):
     assert table.name == "ham10000" and table.classes == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert not table.ordinal and table.has_groups
     expected = {f"{r['image_id']}.jpg": (r["dx"], r["lesion_id"]) for r in rows}
-    got = {Path(p).name: (label, group) for p, label, group in table.frame[["path", "label", "group"]].itertuples(index=False)}
+    rows_read = table.frame[["path", "label", "group"]].itertuples(index=False)
+    got = {Path(p).name: (label, group) for p, label, group in rows_read}
     assert got == expected
     assert {p.split("/")[0] for p in table.frame["path"]} == {"HAM10000_images_part_1", "HAM10000_images_part_2"}
     assert table.root == root.resolve()
@@ -107,7 +108,8 @@ def test_eyepacs_resized_mirror(tmp_path):
     )
     table = datasets.load("eyepacs", tmp_path)
     assert len(table) == 10
-    assert all(p.startswith("diabetic-retinopathy-resized/resized_train/") and p.endswith(".png") for p in table.frame["path"])
+    prefix = "diabetic-retinopathy-resized/resized_train/"
+    assert all(p.startswith(prefix) and p.endswith(".png") for p in table.frame["path"])
 
 
 def test_eyepacs_patient_of():
@@ -122,7 +124,7 @@ def test_eyepacs_patient_of():
 
 
 def test_busi_masks_are_never_samples(tmp_path):
-    root = synthetic.make_busi(tmp_path / "kaggle", per_class={"benign": 5, "malignant": 4, "normal": 3}, size=(40, 32))
+    synthetic.make_busi(tmp_path / "kaggle", per_class={"benign": 5, "malignant": 4, "normal": 3}, size=(40, 32))
     table = datasets.load("busi", tmp_path)
     assert table.classes == ["benign", "malignant", "normal"] and not table.has_groups
     assert table.frame["label"].value_counts().to_dict() == {"benign": 5, "malignant": 4, "normal": 3}

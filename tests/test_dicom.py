@@ -165,17 +165,20 @@ def test_split_check_reads_dicom_folders_and_lists_the_bad_file(tmp_path):
 
 
 def test_predict_and_gradcam_read_dicom(tmp_path, monkeypatch):
-    from test_gradcam import shrink_convnext, train_quadrant_run
+    from helpers.quadrant_runs import train_quadrant_run
+    from helpers.tiny_models import shrink_convnext
 
     shrink_convnext(monkeypatch)
     run = train_quadrant_run(tmp_path / "q", epochs=1, per_class=4)
     images = tmp_path / "images"
-    scans = [write_dicom(images / f"s{i}.dcm", KNOWN * (i + 1) // 4, center=1000 * (i + 1), width=3000) for i in range(3)]
+    scans = [write_dicom(images / f"s{i}.dcm", KNOWN * (i + 1) // 4, center=1000 * (i + 1), width=3000)
+             for i in range(3)]
     for scan in scans:  # the same pixels as PNG: predictions must not depend on the container
         Image.fromarray(np.asarray(open_image(scan))).save(tmp_path / f"{scan.stem}.png")
     shutil.copy(bundled("JPEG-lossy.dcm"), images / "lossy.dcm")
     runner = CliRunner()
-    result = runner.invoke(app, ["predict", "--run", str(run), str(images), "--workers", "0", "--out", str(tmp_path / "d.csv")])
+    args = ["predict", "--run", str(run), str(images), "--workers", "0", "--out", str(tmp_path / "d.csv")]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2 and "lossy.dcm" in result.stderr and "pylibjpeg-libjpeg" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = runner.invoke(app, ["predict", "--run", str(run), str(images), "--workers", "0", "--skip-bad",

@@ -57,9 +57,11 @@ def _problems(surface, documented) -> list[str]:
             continue
         doc_options, body = documented[command]
         for option in sorted(options - doc_options):
-            problems.append(f"docs/cli.md, section {where}: option {option} (in --help) has no row in its options table")
+            problems.append(f"docs/cli.md, section {where}: option {option} (in --help) "
+                            "has no row in its options table")
         for option in sorted(doc_options - options - (HELP if not command else set())):
-            problems.append(f"docs/cli.md, section {where}: option {option} is documented but `--help` does not list it")
+            problems.append(f"docs/cli.md, section {where}: option {option} is documented "
+                            "but `--help` does not list it")
         for argument in sorted(arguments):
             if f"`{argument}" not in body:
                 problems.append(f"docs/cli.md, section {where}: argument {argument} (in --help) is not documented")

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'accvit-med[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'accvit-med[onnx]')")
 
-from test_gradcam import make_quadrant_folder, shrink_convnext, train_quadrant_run  # noqa: E402
+from helpers.quadrant_runs import make_quadrant_folder, train_quadrant_run  # noqa: E402
+from helpers.tiny_models import shrink_convnext  # noqa: E402
 
 from accvit_med.cli import app  # noqa: E402
 from accvit_med.deploy import export as export_module  # noqa: E402

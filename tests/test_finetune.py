@@ -205,7 +205,8 @@ def test_balance_options_train(toy_split, tmp_path, balance):
 
 def test_missing_split_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match=r"no split for dataset 'ham10000' at 'splits/ham10000.csv'; run accvit-med split"):
+    message = r"no split for dataset 'ham10000' at 'splits/ham10000.csv'; run accvit-med split"
+    with pytest.raises(UserError, match=message):
         finetune(FinetuneConfig(dataset="ham10000", workers=0), model_factory=TinyNet)
     assert not (tmp_path / "runs").exists()
 
@@ -223,7 +224,7 @@ def test_cache_and_channels_last_give_the_same_run(toy_split, tmp_path):
     assert nhwc.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-4)
 
 
-# --- Promises that only show when they are broken (issue 21) -------------------------------------
+# --- Promises that only show when they are broken --------------------------------------------------
 
 IMBALANCED = {"alpha": 16, "beta": 5, "gamma": 5}
 
@@ -313,14 +314,18 @@ def test_resume_after_a_worse_epoch_keeps_the_best_of_the_uninterrupted_run(make
 
     assert resumed.best_epoch == reference.best_epoch
     timing = ("images_per_s", "epoch_seconds")
-    strip = lambda rows: [{k: v for k, v in row.items() if k not in timing} for row in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in row.items() if k not in timing} for row in rows]
+
     assert strip(resumed.history) == strip(reference.history)
     best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     expected = torch.load(tmp_path / "reference" / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] == expected["epoch"] == 1
     for name, tensor in expected["model"].items():
         assert torch.equal(best["model"][name], tensor), name
-    assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    reference_metrics = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    assert json.loads((out / "metrics.json").read_text()) == reference_metrics
 
 
 def test_resume_restores_the_loss_scalers_state(toy_split, tmp_path, monkeypatch):

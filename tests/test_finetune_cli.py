@@ -61,7 +61,8 @@ def test_existing_run_is_refused_in_one_line(femto_run):
                                  "--weights", "none", "--out", str(out)])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        f"accvit-med: error: run directory '{out}' already exists; pass --resume to continue it or --force to start again"
+        f"accvit-med: error: run directory '{out}' already exists; "
+        "pass --resume to continue it or --force to start again"
     ]
     assert (out / "metrics.json").read_bytes() == before
 
@@ -78,13 +79,14 @@ def test_bad_options_each_give_one_clear_line(femto_run, tmp_path, monkeypatch):
     split, out, _ = femto_run
     split = str(split)
     monkeypatch.chdir(tmp_path)
-    assert "unknown model 'resnet9000'" in _error_line(["finetune", "--split", split, "--model", "resnet9000", "--out", "r1"])
+    on_split = ["finetune", "--split", split]
+    assert "unknown model 'resnet9000'" in _error_line([*on_split, "--model", "resnet9000", "--out", "r1"])
     assert "no split for dataset 'ham10000'" in _error_line(["finetune", "--dataset", "ham10000"])
     assert "'missing.csv' not found" in _error_line(["finetune", "--split", "missing.csv"])
-    assert "wider than MaxViT-T" in _error_line(["finetune", "--split", split, "--model", "accvit_small", "--out", "r2"])
-    assert "--weights 'nope.pth'" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "nope.pth", "--out", "r3"])
-    assert "multiples of 224" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
-                                             "--image-size", "100", "--out", "r4"])
+    assert "wider than MaxViT-T" in _error_line([*on_split, "--model", "accvit_small", "--out", "r2"])
+    femto = [*on_split, "--model", "accvit_femto"]
+    assert "--weights 'nope.pth'" in _error_line([*femto, "--weights", "nope.pth", "--out", "r3"])
+    assert "multiples of 224" in _error_line([*femto, "--weights", "none", "--image-size", "100", "--out", "r4"])
     assert "cuda:99" in _error_line(["finetune", "--split", split, "--model", "accvit_femto", "--weights", "none",
                                      "--device", "cuda:99", "--out", "r6"])
     assert "--balance must be one of" in _error_line(["finetune", "--split", split, "--balance", "oversample"])

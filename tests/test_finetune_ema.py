@@ -89,7 +89,8 @@ def test_best_checkpoint_holds_the_ema_weights_that_were_validated(split_csv, tm
 
     def val_loss(state):
         model.load_state_dict(state)
-        return evaluate_part(model, data.val, config, RunContext(torch.device("cpu"), console=console), criterion, "v").loss
+        context = RunContext(torch.device("cpu"), console=console)
+        return evaluate_part(model, data.val, config, context, criterion, "v").loss
 
     recorded = result.history[result.best_epoch - 1]["val_loss"]
     assert val_loss(best["model"]) == pytest.approx(recorded, rel=1e-6)

@@ -109,7 +109,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(setup, tmp_p
 
     with open(out / "history.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
-    assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    reference_metrics = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    assert json.loads((out / "metrics.json").read_text()) == reference_metrics
     for name in ("predictions_val.csv", "predictions_test.csv"):
         assert (out / name).read_text() == (tmp_path / "reference" / name).read_text()
 

@@ -1,9 +1,10 @@
 """Grad-CAM: the maths against the closed form, each family's layer and layout, and where a trained model looks.
 
-The trained model is the registry's ``convnext_tiny`` shrunk to a few thousand parameters (the
-``tiny_convnext`` fixture swaps the registry's builder): a genuine torchvision ConvNeXt, so the
-registry's target layer (``features.7``), run loading and the CLI are the real code paths, and it
-trains on CPU in seconds. ACC-ViT and Swin are checked untrained, for shapes and layouts.
+The trained model is the registry's ``convnext_tiny`` shrunk to a few thousand parameters
+(``helpers.tiny_models.shrink_convnext`` swaps the registry's builder): a genuine torchvision ConvNeXt,
+so the registry's target layer (``features.7``), run loading and the CLI are the real code paths, and
+it trains on CPU in seconds. ACC-ViT and Swin are checked untrained, for shapes and layouts. The
+images are the quadrant task of ``helpers.quadrant_runs``.
 """
 
 from __future__ import annotations
@@ -11,84 +12,22 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers.quadrant_runs import QUADRANT_CLASSES, SIDE, make_quadrant_folder, train_quadrant_run
+from helpers.tiny_models import GapNet, shrink_convnext
 from PIL import Image
-from torch import nn
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
-from accvit_med.datasets.create_split import create_split
 from accvit_med.errors import UserError
 from accvit_med.interpret import CamImage, CamTarget, explain_images, grad_cam, load_run, registry_target
-from accvit_med.models import create_model, registry
-from accvit_med.training.finetune import finetune
-from accvit_med.training.recipe import FinetuneConfig
-
-QUADRANT_CLASSES = ("plain", "signal")
-SIDE = 64  # 1/32 of it: ConvNeXt's last stage is 2 x 2, one cell per quadrant
-
-
-def tiny_convnext(num_classes: int) -> nn.Module:
-    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
-
-    stages = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, 48, 1), CNBlockConfig(48, 64, 1), CNBlockConfig(64, None, 1)]
-    return ConvNeXt(stages, stochastic_depth_prob=0.0, num_classes=num_classes)
-
-
-def shrink_convnext(patch: pytest.MonkeyPatch) -> None:
-    """``create_model("convnext_tiny")`` builds the tiny ConvNeXt while ``patch`` is active."""
-    real_build = registry._build
-
-    def build(name, num_classes, drop_path_rate, image_size, *args, **kwargs):
-        if name == "convnext_tiny":
-            return tiny_convnext(num_classes)
-        return real_build(name, num_classes, drop_path_rate, image_size, *args, **kwargs)
-
-    patch.setattr(registry, "_build", build)
+from accvit_med.models import create_model
 
 
 @pytest.fixture
 def small_convnext_registry(monkeypatch):
     shrink_convnext(monkeypatch)
-
-
-def _quadrant_image(rng: np.random.Generator, signal: bool) -> np.ndarray:
-    """Grey noise, a blue disk in one of the three other quadrants, and for 'signal' a yellow disk top-left."""
-    image = rng.normal(110, 6, (SIDE, SIDE, 3))
-    half = SIDE // 2
-    yy, xx = np.mgrid[:SIDE, :SIDE]
-    disks = [(int(rng.integers(1, 4)), (60, 90, 250))] + ([(0, (250, 230, 60))] if signal else [])
-    for quadrant, colour in disks:
-        cy = rng.integers(9, half - 9) + half * (quadrant // 2)
-        cx = rng.integers(9, half - 9) + half * (quadrant % 2)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 64] = colour
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def make_quadrant_folder(root: Path, per_class: int, seed: int = 0) -> Path:
-    """The class signal (a yellow disk) sits in the top-left quadrant; a blue distractor elsewhere.
-
-    Both classes carry the same distractor, so a model that learnt the task has its evidence for
-    'signal' in the top-left quadrant, and nowhere else.
-    """
-    rng = np.random.default_rng(seed)
-    for name in QUADRANT_CLASSES:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(_quadrant_image(rng, name == "signal")).save(root / name / f"img_{i:03d}.png")
-    return root
-
-
-def train_quadrant_run(root: Path, epochs: int, per_class: int) -> Path:
-    make_quadrant_folder(root / "images", per_class)
-    create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
-    config = FinetuneConfig(split=str(root / "split.csv"), model="convnext_tiny", weights="none", epochs=epochs,
-                            batch_size=8, lr=1e-3, image_size=SIDE, randaugment_ops=0, workers=0, seed=3,
-                            label_smoothing=0.0).validate()
-    finetune(config, out=str(root / "run"))
-    return root / "run"
 
 
 @pytest.fixture(scope="module")
@@ -105,18 +44,6 @@ def undertrained_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         shrink_convnext(patch)
         return train_quadrant_run(tmp_path_factory.mktemp("undertrained"), epochs=1, per_class=14)
-
-
-class GapNet(nn.Module):
-    """conv -> ReLU -> global average pool -> linear: Grad-CAM equals the closed-form CAM here."""
-
-    def __init__(self, num_classes: int = 3):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, stride=4, padding=1), nn.ReLU())
-        self.head = nn.Linear(6, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
 
 
 def _normalised(maps: torch.Tensor) -> torch.Tensor:
@@ -172,8 +99,10 @@ def test_grad_cam_averages_a_gradient_that_varies_over_space():
         expected = torch.relu(torch.einsum("bk,bkhw->bhw", alpha, activations))[:, None]
         expected = torch.nn.functional.interpolate(expected, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
         # What gradient x activation would give: visibly different maps, so the check has teeth.
-        per_pixel = torch.relu(torch.einsum("bk,bkhw->bhw", model.head.weight[chosen], activations * model.spatial))[:, None]
-        per_pixel = torch.nn.functional.interpolate(per_pixel, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+        masked = activations * model.spatial
+        per_pixel = torch.relu(torch.einsum("bk,bkhw->bhw", model.head.weight[chosen], masked))[:, None]
+        per_pixel = torch.nn.functional.interpolate(per_pixel, size=(32, 32), mode="bilinear",
+                                                    align_corners=False)[:, 0]
     assert (_normalised(per_pixel) - _normalised(expected)).abs().max() > 0.1
     torch.testing.assert_close(result.maps, _normalised(expected), atol=1e-5, rtol=1e-4)
 
@@ -295,7 +224,8 @@ def test_cli_grid_of_two_runs_on_the_test_errors(undertrained_run, quadrant_run,
 def test_cli_says_so_when_the_test_set_has_no_errors(quadrant_run, small_convnext_registry, tmp_path):
     predictions = _read_csv(quadrant_run / "predictions_test.csv")
     assert all(row["label"] == row["pred"] for row in predictions)
-    result = CliRunner().invoke(app, ["gradcam", "--run", str(quadrant_run), "--misclassified", "--out", str(tmp_path / "c")])
+    args = ["gradcam", "--run", str(quadrant_run), "--misclassified", "--out", str(tmp_path / "c")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "classified every test image correctly" in result.stdout
     assert not (tmp_path / "c").exists()
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_gradcam import QUADRANT_CLASSES, make_quadrant_folder, shrink_convnext
-from test_reliability_catalogue import TRAIN, fails, runner, succeeds
+from helpers.cli_runner import TRAIN, fails, runner, succeeds
+from helpers.quadrant_runs import QUADRANT_CLASSES, make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 
 from accvit_med.cli import app
 from accvit_med.datasets import load, synthetic
@@ -154,7 +155,8 @@ def trained(tmp_path_factory):
     create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
     with pytest.MonkeyPatch.context() as patch:
         shrink_convnext(patch)
-        result = runner.invoke(app, ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")])
+        args = ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")]
+        result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + result.stderr
     return root
 

@@ -140,7 +140,8 @@ def test_femto_takes_a_consistent_channel_subset(offline_cache):
     assert inheritance["width_selection"] and "selected" in inheritance["parameters"]
     # Residual channel c is MaxViT's channel c everywhere: stem, BatchNorms, the classifier's LayerNorm.
     assert torch.equal(own["stem.0.0.weight"], source["stem.0.0.weight"][:32])
-    assert torch.equal(own["stages.1.0.conv.expand.0.weight"], source["blocks.1.layers.0.layers.MBconv.layers.conv_a.0.weight"][:256, :32])
+    mbconv_expand = source["blocks.1.layers.0.layers.MBconv.layers.conv_a.0.weight"]
+    assert torch.equal(own["stages.1.0.conv.expand.0.weight"], mbconv_expand[:256, :32])
     assert torch.equal(own["classifier.2.weight"], source["classifier.2.weight"][:256])
     # Head by head: femto's 2 heads of 16 at stage 1 take the first 16 features of MaxViT's 2 heads of 32.
     qkv = source["blocks.0.layers.0.layers.window_attention.attn_layer.1.to_qkv.weight"]

@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_gradcam import make_quadrant_folder, shrink_convnext
-from test_reliability_catalogue import SIDE, TRAIN, first_image
+from helpers.cli_runner import TRAIN
+from helpers.quadrant_runs import SIDE, first_image, make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 from typer.testing import CliRunner
 
 from accvit_med import fileio
@@ -58,7 +59,8 @@ def base(tmp_path_factory):
     create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
     with pytest.MonkeyPatch.context() as patch:
         shrink_convnext(patch)
-        result = runner.invoke(app, ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")])
+        args = ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")]
+        result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + result.stderr
     return root
 
@@ -121,7 +123,8 @@ def command_args(command: str, base: Path, work: Path, monkeypatch) -> list:
     """The command writing into ``work/out``; the inputs it reads come from ``base``."""
     out = work / "out"
     if command == "split":
-        return ["split", "--dataset", "folder", "--data-dir", base / "images", "--out", out / "s.csv", "--quiet", "--no-group"]
+        return ["split", "--dataset", "folder", "--data-dir", base / "images", "--out", out / "s.csv",
+                "--quiet", "--no-group"]
     if command == "finetune":
         return ["finetune", "--split", base / "split.csv", *TRAIN, "--out", out / "run"]
     if command == "pretrain":
@@ -182,7 +185,8 @@ def test_a_full_disk_while_a_checkpoint_is_written_keeps_the_last_good_one(base,
     before = last.read_bytes()
     history = (run / "history.csv").read_bytes()
     failed = disk_full(monkeypatch, only="last.pt")
-    resume = ["finetune", "--split", base / "split.csv", *TRAIN[:4], "--epochs", "2", *TRAIN[6:], "--out", run, "--resume"]
+    resume = ["finetune", "--split", base / "split.csv", *TRAIN[:4], "--epochs", "2", *TRAIN[6:],
+              "--out", run, "--resume"]
     line = one_line(resume, match=f"cannot write '{last}' (no space left on device)")
     assert failed == [str(last)]
     assert f"'{last}' keeps epoch 1, the last good one" in line and "--resume" in line
@@ -200,8 +204,8 @@ def test_split_out_naming_a_folder_is_one_line(base, tmp_path):
     folder = tmp_path / "existing"
     folder.mkdir()
     (folder / "mine.txt").write_text("mine")
-    line = one_line(["split", "--dataset", "folder", "--data-dir", base / "images", "--out", folder, "--quiet", "--no-group"],
-                    match=f"cannot use '{folder}' (it is a folder, where a file is expected)")
+    split = ["split", "--dataset", "folder", "--data-dir", base / "images", "--out", folder, "--quiet", "--no-group"]
+    line = one_line(split, match=f"cannot use '{folder}' (it is a folder, where a file is expected)")
     assert "pass a file name" in line
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["existing", "mine.txt"]
 

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.quadrant_runs import QUADRANT_CLASSES, SIDE, make_quadrant_folder, train_quadrant_run
+from helpers.tiny_models import GapNet, shrink_convnext
 from PIL import Image
-from test_gradcam import QUADRANT_CLASSES, SIDE, GapNet, make_quadrant_folder, shrink_convnext, train_quadrant_run
 from torchvision import transforms as T
 from typer.testing import CliRunner
 

@@ -50,7 +50,8 @@ def test_schedule_between_epochs_follows_the_formula():
     assert lr_at(32 + 184, **kwargs) == pytest.approx((1e-3 + 1e-5) / 2)
     assert lr_at(400, **kwargs) == pytest.approx(1e-5)
     epoch = 123.4
-    assert lr_at(epoch, **kwargs) == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * (epoch - 32) / 368)) / 2)
+    cosine = (1 + math.cos(math.pi * (epoch - 32) / 368)) / 2
+    assert lr_at(epoch, **kwargs) == pytest.approx(1e-5 + (1e-3 - 1e-5) * cosine)
     values = [lr_at(e / 10, **kwargs) for e in range(0, 4001)]
     peak = values.index(max(values))
     assert peak == 320  # the peak is at the end of warm-up

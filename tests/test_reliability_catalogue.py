@@ -1,9 +1,9 @@
-"""The reliability catalogue (issue 20): awkward inputs across every command, one case each.
+"""The reliability catalogue: awkward inputs across every command, one case each.
 
 Every case drives the CLI in-process and asserts the exit code, that stderr carries exactly one
 error line (``accvit-med: error: ...``) and no traceback, and what is (not) left on disk. The
 network is the registry's ``convnext_tiny`` shrunk to a few thousand parameters (see
-tests/test_gradcam.py), trained for one epoch on 64 px images, so the whole file stays fast.
+tests/helpers/tiny_models.py), trained for one epoch on 64 px images, so the whole file stays fast.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.cli_runner import TRAIN, fails, runner, succeeds
+from helpers.quadrant_runs import QUADRANT_CLASSES, SIDE, first_image, make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 from PIL import Image
-from test_gradcam import QUADRANT_CLASSES, SIDE, make_quadrant_folder, shrink_convnext
-from typer.testing import CliRunner
 
 from accvit_med.cli import app
 from accvit_med.datasets import cache as cache_module
@@ -35,11 +36,6 @@ from accvit_med.datasets import imagepolicy
 from accvit_med.datasets.create_split import create_split
 from accvit_med.ownership import MARKER_NAME, owned_by_us, read_marker, remove_owned, write_marker
 from accvit_med.rundir.claim import LOCK_NAME, check_unlocked
-
-runner = CliRunner()
-TRAIN = ["--model", "convnext_tiny", "--weights", "none", "--epochs", "1", "--batch-size", "4", "--workers", "0",
-         "--image-size", str(SIDE)]
-
 
 # ---- fixtures and helpers --------------------------------------------------------------------
 
@@ -56,7 +52,8 @@ def base(tmp_path_factory):
     create_split("folder", root / "images", root / "split.csv", seed=0, grouped=False, progress=False)
     with pytest.MonkeyPatch.context() as patch:
         shrink_convnext(patch)
-        result = runner.invoke(app, ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")])
+        args = ["finetune", "--split", str(root / "split.csv"), *TRAIN, "--out", str(root / "run")]
+        result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + result.stderr
     return root
 
@@ -95,26 +92,6 @@ def snapshot(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-def fails(args: list[str], code: int = 2, match: str = "") -> str:
-    """Invoke the CLI; assert ``code``, ONE error line on stderr, no traceback; return that line."""
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output + result.stderr
-    assert "Traceback" not in result.output + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("accvit-med: error:")]
-    assert len(errors) == 1, result.stderr
-    if code == 2:  # checked before any work: the error line is all there is on stderr
-        assert result.stderr.strip().splitlines() == errors, result.stderr
-    assert match in errors[0], errors[0]
-    return errors[0]
-
-
-def succeeds(args: list[str]):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + result.stderr
-    assert "Traceback" not in result.output + result.stderr
-    return result
-
-
 @functools.cache
 def _bomb_png_bytes() -> bytes:
     # Encoding 1.6 billion pixels takes seconds: made once, written wherever a test wants a bomb.
@@ -141,10 +118,6 @@ def truncated_png(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
-
-
-def first_image(images: Path) -> Path:
-    return sorted((images / QUADRANT_CLASSES[0]).glob("*.png"))[0]
 
 
 def read_only_fs(monkeypatch) -> None:
@@ -447,7 +420,8 @@ def test_output_below_a_file_is_one_line(base, tmp_path):
 def test_zero_byte_weights_file(base, tmp_path):
     weights = tmp_path / "empty.pth"
     weights.write_bytes(b"")
-    args = ["finetune", "--split", base / "split.csv", *TRAIN[:2], "--weights", weights, *TRAIN[4:], "--out", tmp_path / "run"]
+    args = ["finetune", "--split", base / "split.csv", *TRAIN[:2], "--weights", weights, *TRAIN[4:],
+            "--out", tmp_path / "run"]
     fails(args, match="empty (0 bytes)")
     assert not (tmp_path / "run").exists()
 
@@ -505,7 +479,8 @@ def test_head_reused_for_other_class_names_warns(base, tmp_path):
     for old, new in zip(QUADRANT_CLASSES, ("benign", "malignant")):
         shutil.copytree(base / "images" / old, images / new)
     create_split("folder", images, tmp_path / "split.csv", seed=0, grouped=False, progress=False)
-    args = ["finetune", "--split", tmp_path / "split.csv", *TRAIN[:2], "--weights", base / "run" / "checkpoints" / "best.pt",
+    checkpoint = base / "run" / "checkpoints" / "best.pt"
+    args = ["finetune", "--split", tmp_path / "split.csv", *TRAIN[:2], "--weights", checkpoint,
             *TRAIN[4:], "--out", tmp_path / "run"]
     result = succeeds(args)
     assert "warning: the head of" in result.stderr and "plain, signal" in result.stderr

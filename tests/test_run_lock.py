@@ -46,7 +46,8 @@ HOLDER = textwrap.dedent("""
 
 def _hold(run: Path, mode: str) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run), mode], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run), mode], stdout=subprocess.PIPE, text=True,
+                              env=env)
     line = holder.stdout.readline().strip()
     assert line.isdigit(), f"holder failed (rc {holder.poll()})"
     return holder, int(line)

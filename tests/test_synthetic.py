@@ -120,7 +120,8 @@ def test_busi_duplicates_are_appended(tmp_path):
     root = synthetic.make_busi(tmp_path, per_class=3, size=(40, 32), near_duplicates=1, exact_duplicates=1)
     base = root / "Dataset_BUSI_with_GT"
     # Duplicate 0 (near) is benign (4) from benign (1); duplicate 1 (exact) is malignant (4).
-    assert (base / "malignant" / "malignant (4).png").read_bytes() == (base / "malignant" / "malignant (1).png").read_bytes()
+    malignant = base / "malignant"
+    assert (malignant / "malignant (4).png").read_bytes() == (malignant / "malignant (1).png").read_bytes()
     near = np.asarray(Image.open(base / "benign" / "benign (4).png").convert("RGB"), dtype=int)
     source = np.asarray(Image.open(base / "benign" / "benign (1).png").convert("RGB"), dtype=int)
     assert near.shape == source.shape and 0 < (near != source).any(axis=2).sum() <= 4
@@ -166,7 +167,8 @@ def test_classes_are_learnable_but_images_vary(style, n_classes):
     assert not np.array_equal(images[0], images[1]), "images of one class differ"
     thumbs = np.stack([np.asarray(Image.fromarray(a).resize((8, 8), Image.BILINEAR), dtype=np.float32) for a in images])
     features = thumbs.reshape(len(images), -1) / 255.0
-    x_train, x_test, y_train, y_test = train_test_split(features, labels, test_size=0.5, stratify=labels, random_state=0)
+    x_train, x_test, y_train, y_test = train_test_split(features, labels, test_size=0.5, stratify=labels,
+                                                        random_state=0)
     model = LogisticRegression(max_iter=2000).fit(x_train, y_train)
     accuracy = model.score(x_test, y_test)
     assert accuracy > 0.6, f"{style}: held-out accuracy {accuracy:.2f} (chance {1 / n_classes:.2f})"

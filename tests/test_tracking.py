@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_gradcam import make_quadrant_folder, shrink_convnext
+from helpers.quadrant_runs import make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
@@ -58,7 +59,8 @@ def test_tensorboard_events_read_back_equal_the_runs_files(split_csv, tmp_path):
     events = event_accumulator.EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     history = pd.read_csv(out / "history.csv")
-    for column, tag in (("train_loss", "loss/train"), ("val_loss", "loss/val"), ("val_acc", "accuracy/val"), ("lr", "lr")):
+    tags = (("train_loss", "loss/train"), ("val_loss", "loss/val"), ("val_acc", "accuracy/val"), ("lr", "lr"))
+    for column, tag in tags:
         scalars = events.Scalars(tag)
         assert [s.step for s in scalars] == [1, 2, 3], tag  # the resumed run continues the curve
         assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6), tag
@@ -84,8 +86,8 @@ def mlflow_server(tmp_path_factory):
     port = free_port()
     db = f"sqlite:///{root / 'mlflow.db'}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--artifacts-destination", str(root / "artifacts")],
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--artifacts-destination", str(root / "artifacts")],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
@@ -172,8 +174,9 @@ def test_track_needs_its_package_and_a_known_name(split_csv, tmp_path, monkeypat
     runner = CliRunner()
     for track, message in (("mlflow", "pip install 'accvit-med[tracking]'"), ("wandb", "--track must be one of")):
         out = tmp_path / track
-        result = runner.invoke(app, ["finetune", "--split", str(split_csv), "--model", "convnext_tiny", "--weights",
-                                     "none", "--epochs", "1", "--image-size", "64", "--out", str(out), "--track", track])
+        args = ["finetune", "--split", str(split_csv), "--model", "convnext_tiny", "--weights", "none",
+                "--epochs", "1", "--image-size", "64", "--out", str(out), "--track", track]
+        result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
         assert not out.exists()

@@ -198,7 +198,8 @@ def test_models_command_lists_a_zoo():
     result = CliRunner().invoke(app, ["models", "--zoo", "timm", "--filter", "resnet18"])
     assert result.exit_code == 0, result.output
     listed = result.stdout.split()
-    assert listed == [f"timm:{n}" for n in timm.list_models("*resnet18*", pretrained=True)] and "timm:resnet18.a1_in1k" in listed
+    assert listed == [f"timm:{n}" for n in timm.list_models("*resnet18*", pretrained=True)]
+    assert "timm:resnet18.a1_in1k" in listed
     result = CliRunner().invoke(app, ["models", "--zoo", "torchvision", "--filter", "DenseNet"])
     assert result.stdout.split() == [f"torchvision:{n}" for n in torchvision.models.list_models(include="densenet*")]
 

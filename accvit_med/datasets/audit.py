@@ -164,10 +164,12 @@ class AuditResult:
             out.append(f"{len(self.groups_across_splits)} group(s) have rows in several splits{why}: {shown}")
         if self.identical_across_splits:
             shown = "; ".join(" = ".join(f"{p} ({s})" for p, s in c) for c in self.identical_across_splits[:3])
-            out.append(f"{len(self.identical_across_splits)} set(s) of byte-identical files span several splits: {shown}")
+            out.append(f"{len(self.identical_across_splits)} set(s) of byte-identical files span several splits: "
+                       f"{shown}")
         if self.identical_with_different_labels:
-            shown = "; ".join(" = ".join(f"{p} ({lab})" for p, lab in c) for c in self.identical_with_different_labels[:3])
-            out.append(f"{len(self.identical_with_different_labels)} set(s) of byte-identical files carry different labels: {shown}")
+            conflicts = self.identical_with_different_labels
+            shown = "; ".join(" = ".join(f"{p} ({lab})" for p, lab in c) for c in conflicts[:3])
+            out.append(f"{len(conflicts)} set(s) of byte-identical files carry different labels: {shown}")
         return out
 
 

@@ -33,7 +33,8 @@ def load(root: str | os.PathLike) -> SampleTable:
     for column in ("path", "label"):
         empty = frame[column] == ""
         if empty.any():
-            raise UserError(f"row {int(empty.idxmax()) + 2} of '{csv_path}' has an empty '{column}'; fill it in or remove the row")
+            row = int(empty.idxmax()) + 2  # 1-based, after the header line
+            raise UserError(f"row {row} of '{csv_path}' has an empty '{column}'; fill it in or remove the row")
     paths = [_inside(root, p, csv_path) for p in frame["path"]]
     # The rule a folder scan applies: a hidden or AppleDouble file is never a sample.
     kept, left_out = listed_candidates(paths)
@@ -74,7 +75,8 @@ def _find_csv(path: Path) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise UserError(f"no CSV file in '{path}'; put a {DEFAULT_NAME} (path,label[,group]) there or pass the CSV as --data-dir")
+        raise UserError(f"no CSV file in '{path}'; put a {DEFAULT_NAME} (path,label[,group]) there "
+                        "or pass the CSV as --data-dir")
     raise UserError(
         f"several CSV files in '{path}' ({', '.join(p.name for p in candidates[:3])}...); pass the "
         "label CSV itself as --data-dir"

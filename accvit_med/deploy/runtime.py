@@ -73,7 +73,8 @@ class OnnxModel:
     def probabilities(self, batch: np.ndarray, tta: str = "none") -> np.ndarray:
         """Mean softmax (B, k), float64, over the TTA views of a normalised float32 batch."""
         check_tta(tta)
-        outputs = [self.session.run([self.sidecar.output], {self.sidecar.input: view})[0] for view in flip_views(batch, tta)]
+        names, input_name = [self.sidecar.output], self.sidecar.input
+        outputs = [self.session.run(names, {input_name: view})[0] for view in flip_views(batch, tta)]
         return np.mean([o.astype(np.float64) for o in outputs], axis=0)
 
     def load_image(self, path: str | os.PathLike) -> np.ndarray:

@@ -54,7 +54,8 @@ class GradcamResult:
     overlays: int
 
 
-def misclassified_images(run: LoadedRun, limit: Optional[int] = None, data_dir: Optional[str | os.PathLike] = None) -> list[CamImage]:
+def misclassified_images(run: LoadedRun, limit: Optional[int] = None,
+                         data_dir: Optional[str | os.PathLike] = None) -> list[CamImage]:
     """The test images ``run`` got wrong, most confident errors first, at most ``limit`` of them.
 
     Paths in predictions_test.csv are relative to the data root recorded in config.json
@@ -64,7 +65,8 @@ def misclassified_images(run: LoadedRun, limit: Optional[int] = None, data_dir: 
 
     file = RunDir(run.path).predictions("test")
     if not file.is_file():
-        raise UserError(f"run '{run.path}' has no predictions_test.csv; finish training or run accvit-med evaluate first")
+        raise UserError(f"run '{run.path}' has no predictions_test.csv; finish training "
+                        "or run accvit-med evaluate first")
     predictions = read_predictions(file)
     wrong = np.flatnonzero(predictions.labels != predictions.preds)
     confidence = predictions.probs[wrong].max(axis=1)

@@ -38,7 +38,8 @@ def image_roots(inputs: Iterable[str | os.PathLike]) -> dict[Path, Optional[Path
             below = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                            and is_candidate(p, path))
             if not below:
-                raise UserError(f"folder '{path}' holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); pass another folder")
+                extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+                raise UserError(f"folder '{path}' holds no image files ({extensions}); pass another folder")
             for image in below:
                 found.setdefault(image, path)
         elif path.is_file():

@@ -341,7 +341,8 @@ def inherit_from_maxvit(name: str, source: dict[str, torch.Tensor], num_classes:
         kinds["classifier.5.weight"] = FRESH
     summary = InheritanceSummary(model=name, width_selection=width_selection)
     summary.layer_map = {
-        f"stages.{s}.{i}": (f"identity start, tensors from blocks.{s}.layers.{j}" if extra else f"blocks.{s}.layers.{j}")
+        f"stages.{s}.{i}": (f"identity start, tensors from blocks.{s}.layers.{j}" if extra
+                            else f"blocks.{s}.layers.{j}")
         for s, layers in enumerate(layer_sources(config.depths)) for i, (j, extra) in enumerate(layers)
     }
     for key, parameter in model.named_parameters():

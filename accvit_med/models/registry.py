@@ -118,7 +118,8 @@ def model_info(name: str) -> ModelInfo:
 def _zoo_info(name: str) -> ModelInfo:
     library, arch = zoo.parse(name)
     zoo.check_known(library, arch)
-    return ModelInfo(name=name, family=library, display_name=name, imagenet_weights=zoo.pretrained_weights(library, arch))
+    return ModelInfo(name=name, family=library, display_name=name,
+                     imagenet_weights=zoo.pretrained_weights(library, arch))
 
 
 def known_family(name: str) -> str | None:

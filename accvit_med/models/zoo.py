@@ -98,7 +98,8 @@ def pretrained_weights(zoo: str, arch: str) -> Optional[str]:
     return None if cfg is None else cfg.hf_hub_id
 
 
-def build(zoo: str, arch: str, num_classes: int, drop_path_rate: Optional[float], image_size: Optional[int]) -> nn.Module:
+def build(zoo: str, arch: str, num_classes: int, drop_path_rate: Optional[float],
+          image_size: Optional[int]) -> nn.Module:
     """A randomly initialised ``num_classes``-way classifier of the zoo."""
     if zoo == "torchvision":
         import torchvision.models as tvm
@@ -144,13 +145,13 @@ def timm_weights_file(repo_id: str) -> Path:
     fill = (f"download it where the network is allowed (`hf download {repo_id}`) and copy the cache, or point "
             f"HF_HOME (or HF_HUB_CACHE) at a cache that holds it")
     if _hf_offline():
-        raise UserError(f"the timm weights {repo_id}/{TIMM_WEIGHTS_FILE} are not in the Hugging Face cache {folder} and "
-                        f"HF_HUB_OFFLINE is set; {fill}")
+        raise UserError(f"the timm weights {repo_id}/{TIMM_WEIGHTS_FILE} are not in the Hugging Face cache "
+                        f"{folder} and HF_HUB_OFFLINE is set; {fill}")
     try:
         return Path(hf_hub_download(repo_id, TIMM_WEIGHTS_FILE))
     except Exception as err:  # huggingface_hub's network and HTTP errors have no common base but Exception
-        raise UserError(f"the timm weights {repo_id}/{TIMM_WEIGHTS_FILE} are not in the Hugging Face cache {folder} and "
-                        f"could not be downloaded ({type(err).__name__}); {fill}, or set HF_HUB_OFFLINE=1 "
+        raise UserError(f"the timm weights {repo_id}/{TIMM_WEIGHTS_FILE} are not in the Hugging Face cache "
+                        f"{folder} and could not be downloaded ({type(err).__name__}); {fill}, or set HF_HUB_OFFLINE=1 "
                         "to fail at once") from err
 
 
@@ -203,8 +204,8 @@ def check_image_size(name: str, image_size: int) -> None:
             model.eval()(torch.empty(1, 3, image_size, image_size))
         except (RuntimeError, ValueError, AssertionError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"{name} cannot take {image_size}x{image_size} images ({first}); pass another --image-size, "
-                            "e.g. the weights' own (224)") from None
+            raise UserError(f"{name} cannot take {image_size}x{image_size} images ({first}); "
+                            "pass another --image-size, e.g. the weights' own (224)") from None
 
 
 def cam_layer(name: str, image_size: int = 224):

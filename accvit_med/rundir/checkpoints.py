@@ -18,9 +18,10 @@ history            one dict per completed epoch (the rows of history.csv)
 =================  ===========================================================================
 
 Task-specific keys: finetune adds ``split_sha256``, ``best_val_loss``, ``best_epoch``,
-``stopped_early`` and, with ``--ema``, ``ema`` (the AveragedModel's state); pretrain adds ``model_ema`` (state dict or None), ``model_ema_updates``,
-``global_step``. ``best.pt`` is the same dict at the best epoch; finetune leaves out the
-optimizer, scaler, RNG and ``ema`` states there (with ``--ema`` its ``model`` is the average). Nothing needs unpickling code, so
+``stopped_early`` and, with ``--ema``, ``ema`` (the AveragedModel's state); pretrain adds
+``model_ema`` (state dict or None), ``model_ema_updates``, ``global_step``. ``best.pt`` is the same
+dict at the best epoch; finetune leaves out the optimizer, scaler, RNG and ``ema`` states there
+(with ``--ema`` its ``model`` is the average). Nothing needs unpickling code, so
 ``torch.load(path, weights_only=True)`` reads every checkpoint.
 """
 
@@ -101,7 +102,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise UserError(f"checkpoint '{path}' cannot be read ({type(err).__name__}); it is damaged or not an accvit-med checkpoint") from None
+        raise UserError(f"checkpoint '{path}' cannot be read ({type(err).__name__}); "
+                        "it is damaged or not an accvit-med checkpoint") from None
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -56,7 +56,8 @@ def check_run_dir(path: str | os.PathLike, resume: bool, force: bool) -> bool:
             raise UserError(f"cannot resume: '{run.last}' does not exist; start the run without --resume")
         return True
     if exists and not force and not _holds_no_epoch(run):
-        raise UserError(f"run directory '{run.path}' already exists; pass --resume to continue it or --force to start again")
+        raise UserError(f"run directory '{run.path}' already exists; "
+                        "pass --resume to continue it or --force to start again")
     if exists:
         # --force deletes a previous run we can prove we wrote, never an unrelated folder.
         check_replaceable(run.path, RUN_KIND)

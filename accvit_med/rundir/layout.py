@@ -169,7 +169,8 @@ def read_run_config(path: str | os.PathLike, *, required: bool = True, kind: Opt
             return {}
         if not run.path.is_dir():
             raise UserError(f"run directory '{run.path}' does not exist; pass a folder written by accvit-med finetune")
-        raise UserError(f"'{run.path}' is not a run directory (no config.json); pass a folder written by accvit-med finetune")
+        raise UserError(f"'{run.path}' is not a run directory (no config.json); "
+                        "pass a folder written by accvit-med finetune")
     try:
         config = json.loads(run.config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):

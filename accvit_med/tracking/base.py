@@ -58,7 +58,8 @@ class SafeTracker:
         except Exception as err:  # any backend error: the run goes on without tracking
             self.inner = None
             text = " ".join(str(err).split())[:200] or type(err).__name__
-            self.warn(f"warning: --track {self.name} stopped ({type(err).__name__}: {text}); training goes on without it")
+            self.warn(f"warning: --track {self.name} stopped ({type(err).__name__}: {text}); "
+                      "training goes on without it")
 
     def on_fit_start(self, record: dict) -> None:
         self._call("on_fit_start", record)

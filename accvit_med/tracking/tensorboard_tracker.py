@@ -52,8 +52,8 @@ class TensorBoardTracker:
             self.writer.add_figure("test/confusion_matrix", confusion_figure(predictions), self.epoch)
         hparams = flat_params(self.record.get("recipe", {}))
         hparams.update(model=str(self.record.get("model")), dataset=str(self.record.get("dataset")))
-        self.writer.add_hparams(hparams, {f"hparam/test_{k}": values[k] for k in ("accuracy", "macro_f1") if k in values},
-                                run_name="hparams")
+        test_metrics = {f"hparam/test_{k}": values[k] for k in ("accuracy", "macro_f1") if k in values}
+        self.writer.add_hparams(hparams, test_metrics, run_name="hparams")
         self.writer.close()
 
 

@@ -52,8 +52,8 @@ def build_run_data(split, config: FinetuneConfig, for_training: bool = True,
         )
         metadata = {c: frame[c].tolist() for c in split.manifest.get("subgroups", []) if c in frame.columns}
         parts[name] = SplitImageDataset(
-            root, frame["path"].tolist(), [index[label] for label in frame["label"]], config.image_size, transform, cache,
-            metadata=metadata,
+            root, frame["path"].tolist(), [index[label] for label in frame["label"]], config.image_size, transform,
+            cache, metadata=metadata,
         )
     return RunData(parts["train"], parts["val"], parts["test"], list(split.classes))
 

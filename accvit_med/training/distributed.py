@@ -38,7 +38,8 @@ def init_distributed(device_type: str) -> DistContext:
         return DistContext()
     if not dist.is_initialized():
         dist.init_process_group(backend=process_group_backend(device_type))
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
 
 
 def is_main_process() -> bool:

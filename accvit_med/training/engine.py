@@ -167,7 +167,8 @@ class RunRecorder:
         barrier(self.ctx.dist)
 
     def end_epoch(self, row: dict, state: Callable[[], dict[str, Any]], summary: str,
-                  best: Optional[Callable[[], dict[str, Any]]] = None, on_best: Optional[Callable[[], None]] = None) -> None:
+                  best: Optional[Callable[[], dict[str, Any]]] = None,
+                  on_best: Optional[Callable[[], None]] = None) -> None:
         """Append ``row`` to the history; on rank 0 save best.pt (when ``best`` is given, then call
         ``on_best`` for extra files), last.pt and history.csv, and print ``summary``. The state
         callables run on rank 0 only, after ``row`` is in the history."""

@@ -26,5 +26,6 @@ def check_model_choice(config: FinetuneConfig) -> None:
             "state dict, e.g. from your own ImageNet pre-training) or --weights none to train from scratch"
         )
     if spec not in ("imagenet", "none", "maxvit_t") and not Path(spec).is_file():
-        raise UserError(f"--weights '{spec}' is neither imagenet, maxvit_t, none nor an existing file; pass one of those")
+        raise UserError(f"--weights '{spec}' is neither imagenet, maxvit_t, none nor an existing file; "
+                        "pass one of those")
     check_image_size(config.model, config.image_size)

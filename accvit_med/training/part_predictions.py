@@ -93,7 +93,8 @@ def write_part_files(output: PartOutput, classes: list[str], ordinal: bool, pred
     return classification_metrics(targets, preds, probs, classes, ordinal, warn=False)
 
 
-def write_final_outputs(run, outputs: dict[str, PartOutput], classes: list[str], ordinal: bool, checkpoint: str, epoch: int) -> dict:
+def write_final_outputs(run, outputs: dict[str, PartOutput], classes: list[str], ordinal: bool, checkpoint: str,
+                        epoch: int) -> dict:
     """predictions_val.csv, predictions_test.csv and metrics.json (test metrics) of a run."""
     write_part_files(outputs["val"], classes, ordinal, run.predictions("val"))
     metrics = write_part_files(outputs["test"], classes, ordinal, run.predictions("test"))

@@ -65,7 +65,8 @@ class FinetuneRecipe:
     # What to train.
     model: str = documented("accvit_tiny", help="Registered model name (`accvit-med models`).")
     weights: str = documented(
-        "imagenet", help="imagenet (ACC-ViT: inherited from MaxViT-T), maxvit_t, none (from scratch) or a checkpoint file."
+        "imagenet",
+        help="imagenet (ACC-ViT: inherited from MaxViT-T), maxvit_t, none (from scratch) or a checkpoint file.",
     )
     epochs: int = _resumable(documented(100, help="Epochs."))
     batch_size: int = documented(32, help="Images per step, per process.")  # not given in the paper

@@ -37,7 +37,8 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             try:
                 import yaml
             except ImportError:
-                raise UserError(f"reading '{path}' needs PyYAML (pip install pyyaml); or write the recipe as TOML or JSON") from None
+                raise UserError(f"reading '{path}' needs PyYAML (pip install pyyaml); "
+                                "or write the recipe as TOML or JSON") from None
             data = yaml.safe_load(text)
         else:
             raise UserError(f"config file '{path}' must end in .json, .toml, .yaml or .yml")

@@ -54,8 +54,8 @@ def benchmark(
     err = Console(stderr=True)
     total = warmup + iters
     allocator = "glibc malloc tuned" if tune_cpu_allocator() else "system malloc"  # as the entry point does
-    err.print(f"{target}, {precision}, {torch.get_num_threads()} threads, {allocator}, batch {batch_size}, {image_size}px, "
-              f"{warmup} warm-up + {iters} timed rounds{', compiled' if compile else ''}")
+    err.print(f"{target}, {precision}, {torch.get_num_threads()} threads, {allocator}, batch {batch_size}, "
+              f"{image_size}px, {warmup} warm-up + {iters} timed rounds{', compiled' if compile else ''}")
     rows = measure_models(
         names, batch_size=batch_size, image_size=image_size, warmup=warmup, iters=iters, device=target,
         compile=compile, on_round=lambda i: err.print(f"  round {i + 1}/{total} done"),

@@ -50,19 +50,25 @@ def finetune(
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     cache_dir: CacheDirOpt = None,
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory.", show_default="runs/<dataset>/<model>/<name>"),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name under runs/<dataset>/<model>/.", show_default="seed<seed>"),
-    config: Optional[Path] = typer.Option(None, "--config", help="Recipe file (JSON, TOML or YAML) with any of these keys."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory.",
+                                       show_default="runs/<dataset>/<model>/<name>"),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name under runs/<dataset>/<model>/.",
+                                       show_default="seed<seed>"),
+    config: Optional[Path] = typer.Option(None, "--config",
+                                          help="Recipe file (JSON, TOML or YAML) with any of these keys."),
     resume: ResumeOpt = False,
     force: ForceOpt = False,
-    track: Optional[str] = typer.Option(None, "--track", envvar="ACCVIT_MED_TRACK", help="Also log the run to tensorboard (<run>/tensorboard/) or mlflow (MLFLOW_TRACKING_URI)."),
+    track: Optional[str] = typer.Option(
+        None, "--track", envvar="ACCVIT_MED_TRACK",
+        help="Also log the run to tensorboard (<run>/tensorboard/) or mlflow (MLFLOW_TRACKING_URI)."),
 ) -> None:
     """Fine-tune a model on a split and write a run directory.
 
     Defaults follow the paper (appendix C.2): AdamW 5e-5, no scheduler or warm-up, RandAugment only,
     label smoothing 0.1, gradient clipping 1.0, 100 epochs, best-validation-loss checkpoint
     evaluated on test, 224 input; what C.2 leaves out from MaxViT's fine-tuning configuration
-    (weight decay 1e-8, RandAugment 2 ops at magnitude 15). Multi-GPU: torchrun --nproc-per-node N -m accvit_med finetune ...
+    (weight decay 1e-8, RandAugment 2 ops at magnitude 15).
+    Multi-GPU: torchrun --nproc-per-node N -m accvit_med finetune ...
     Exit codes: 2 bad input (nothing written), 3 training diverged, 130 interrupted (docs/reliability.md).
     """
     from accvit_med.training.distributed import is_main_process

@@ -15,12 +15,16 @@ def register(app: typer.Typer) -> None:
 
 
 def gradcam(
-    images: Optional[List[Path]] = typer.Argument(None, metavar="IMAGES", help="Image files and/or folders (searched recursively)."),
-    run: List[Path] = typer.Option(..., "--run", help="Run directory; repeat to compare runs side by side (one grid column each)."),
-    misclassified: bool = typer.Option(False, "--misclassified", help="Explain the first run's test-set errors (most confident first)."),
+    images: Optional[List[Path]] = typer.Argument(None, metavar="IMAGES",
+                                                  help="Image files and/or folders (searched recursively)."),
+    run: List[Path] = typer.Option(
+        ..., "--run", help="Run directory; repeat to compare runs side by side (one grid column each)."),
+    misclassified: bool = typer.Option(
+        False, "--misclassified", help="Explain the first run's test-set errors (most confident first)."),
     limit: int = typer.Option(16, "--limit", help="At most this many test-set errors with --misclassified."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder.", show_default="<first run>/gradcam"),
-    class_name: Optional[str] = typer.Option(None, "--class", help="Explain this class for every image.", show_default="each run's predicted class"),
+    class_name: Optional[str] = typer.Option(None, "--class", help="Explain this class for every image.",
+                                             show_default="each run's predicted class"),
     checkpoint: CheckpointOpt = "best",
     data_dir: RunDataDirOpt = None,
     alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the heat map over the image (0-1)."),

@@ -15,8 +15,9 @@ def register(app: typer.Typer) -> None:
 
 def models(
     image_size: ImageSizeOpt = 224,
-    recount: Annotated[bool, typer.Option("--recount", help="Count parameters and FLOPs now instead of "
-                                          "reading the package's table (other sizes than 224 are always counted).")] = False,
+    recount: Annotated[bool, typer.Option(
+        "--recount", help="Count parameters and FLOPs now instead of "
+                          "reading the package's table (other sizes than 224 are always counted).")] = False,
     zoo: Annotated[Optional[str], typer.Option(
         help="List a library's classifiers instead, as --model takes them: torchvision or timm.")] = None,
     contains: Annotated[str, typer.Option("--filter", help="With --zoo: only names containing this text.")] = "",

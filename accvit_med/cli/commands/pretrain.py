@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
 
 @recipe_options(PretrainRecipe, exclude=("model",), shown_defaults=per_model_defaults())
 def pretrain(
-    data_path: Path = typer.Option(..., "--data-path", help="ImageNet-style folder with train/<class>/ and val/<class>/; with --teacher and --distill-weight 1 any folder of images."),
+    data_path: Path = typer.Option(
+        ..., "--data-path", help="ImageNet-style folder with train/<class>/ and val/<class>/; "
+                                 "with --teacher and --distill-weight 1 any folder of images."),
     model: Optional[str] = typer.Option(None, "--model", help="accvit_femto, _pico, _nano, _tiny, _small or _base."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory.", show_default="runs/pretrain/<model>"),
     resume: ResumeOpt = False,
@@ -30,12 +32,16 @@ def pretrain(
     ),
     recipe: dict[str, Any] = None,  # replaced by PretrainRecipe's documented fields, one option each
     batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", help="Per process and micro-step; the rest is accumulated.", show_default="global / processes"
+        None, "--batch-size", help="Per process and micro-step; the rest is accumulated.",
+        show_default="global / processes",
     ),
     workers: shown(WorkersOpt, "min(8, CPUs per process - 1)") = None,
     device: DeviceOpt = "auto",
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 (else fp16 + loss scaling) autocast on CUDA; ignored on the CPU."),
-    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this many epochs in this invocation (time-limited jobs); continue with --resume."),
+    amp: bool = typer.Option(True, "--amp/--no-amp",
+                             help="bf16 (else fp16 + loss scaling) autocast on CUDA; ignored on the CPU."),
+    stop_after: Optional[int] = typer.Option(
+        None, "--stop-after",
+        help="Stop after this many epochs in this invocation (time-limited jobs); continue with --resume."),
 ) -> None:
     """Pre-train ACC-ViT on an ImageNet-style folder with the paper's recipe (Table 4), or evaluate a checkpoint.
 
@@ -54,9 +60,9 @@ def pretrain(
             raise UserError("--eval-only needs --weights PATH (a checkpoint or state dict to evaluate)")
         from accvit_med.training.pretrain.eval_only import evaluate_checkpoint
 
+        val_transform = {key: recipe.get(key) for key in ("val_resize_size", "val_crop_size", "interpolation")}
         results = evaluate_checkpoint(weights, data_path, model, batch_size=batch_size or 64, workers=workers,
-                                      device=device, amp=amp, val_transform={
-                                          key: recipe.get(key) for key in ("val_resize_size", "val_crop_size", "interpolation")})
+                                      device=device, amp=amp, val_transform=val_transform)
         if is_main_process():
             for which, metrics in results.items():
                 typer.echo(f"{which:>9}: top-1 {metrics.top1:.3f}%  top-5 {metrics.top5:.3f}%  "
@@ -65,7 +71,8 @@ def pretrain(
     if "teacher" not in recipe and ("distill_temperature" in recipe or "distill_weight" in recipe):
         raise UserError("--distill-temperature and --distill-weight need --teacher NAME (e.g. --teacher maxvit_t)")
     if model is None:
-        raise UserError("pass --model (accvit_femto, accvit_pico, accvit_nano, accvit_tiny, accvit_small or accvit_base)")
+        raise UserError("pass --model (accvit_femto, accvit_pico, accvit_nano, accvit_tiny, accvit_small "
+                        "or accvit_base)")
     from accvit_med.training.pretrain.engine import PretrainData, PretrainOptions
     from accvit_med.training.pretrain.engine import pretrain as run_pretrain
 

@@ -5,7 +5,8 @@ builds its layers from :class:`FastACCViTLayer`, whose convolution and attention
 the modules in :mod:`accvit_med.models.acc_vit` that override only ``forward``. Everything here
 exists for speed (docs/performance.md has the measurements, docs/speed-log.md the history):
 hand-written autograd Functions, per-branch CPU / stacked CUDA attention, in-place inference,
-BatchNorm folding and oneDNN's private fused convolution + GELU (self-checked before use, :mod:`accvit_med.models.fast.depthwise`).
+BatchNorm folding and oneDNN's private fused convolution + GELU (self-checked before use,
+:mod:`accvit_med.models.fast.depthwise`).
 The tests compare each path with the reference in float64, outputs and gradients.
 """
 

@@ -82,9 +82,9 @@ def conv_gelu(activation: nn.GELU, x: torch.Tensor, weight: torch.Tensor, bias: 
               stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
               dilation: tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
     """``activation(F.conv2d(x, weight, bias, ...))`` (an exact GELU). Without autograd on the CPU
-    in float32, one oneDNN call with the GELU fused (stage-1 depthwise conv + GELU 9.3 -> 6.7 ms,
-    1x1 expansion + GELU 10.8 -> 7.3); else, without autograd, the GELU in place: no new full-size
-    map, fewer large maps through the caches (stage-1 conv module 47.6 -> 42 ms)."""
+    in float32, one oneDNN call with the GELU fused (one pass over the map instead of two); else,
+    without autograd, the GELU in place: no new full-size map, fewer large maps through the caches
+    (the timings are in docs/speed-log.md)."""
     if torch.is_grad_enabled() or _compiling():  # torch.compile fuses conv and GELU itself
         return activation(F.conv2d(x, weight, bias, stride, padding, dilation, groups))
     if (_CONV_GELU is not None and torch.backends.mkldnn.enabled and x.device.type == "cpu"
@@ -113,9 +113,9 @@ def _zero_padded(t: torch.Tensor, top: int, bottom: int, left: int, right: int) 
 class _StridedDilatedDepthwise(torch.autograd.Function):
     """Depthwise 3x3 convolution with stride 2 and dilation d > 1 (padding d), backward by hand.
 
-    oneDNN runs it fast forward and slowly backward (d=3: 260 ms input + 350 ms weight gradient vs
-    8 ms forward at 256 channels, 112x112, batch 8). Per axis, output i reads input 2i - d, 2i and
-    2i + d, so the backward pass works on the map's (row, column) pixel parities, on fast kernels:
+    oneDNN runs it fast forward and very slowly backward (docs/speed-log.md has the timings). Per
+    axis, output i reads input 2i - d, 2i and 2i + d, so the backward pass works on the map's
+    (row, column) pixel parities, on fast kernels:
     - even d: only the even pixels are read: a stride-1 convolution with dilation d/2 on them;
     - odd d: the middle tap reads the even pixels, the outer two the odd pixels at offsets
       -(d+1)/2 and +(d-1)/2: on each odd parity the input's gradient is that of an undilated
@@ -240,11 +240,11 @@ def _subgrids(x: torch.Tensor, dilation: int) -> torch.Tensor:
 class _DilatedDepthwise(torch.autograd.Function):
     """Stride-1 depthwise 3x3 convolution with dilation d (padding d), with a hand-written backward.
 
-    oneDNN's dilated depthwise kernels are fast forward and slow backward (bwd 16-25 ms vs fwd 4
-    at 256 channels, 56x56, batch 8). Both gradients are rewritten onto fast kernels, exactly:
-    the input's gradient is the forward dilated convolution of the output's gradient with the
-    flipped kernel; the weight's is an undilated weight gradient on the d*d sub-grids of the input
-    and of the output's gradient (taps d apart in the map are neighbours in a sub-grid).
+    oneDNN's dilated depthwise kernels are fast forward and slow backward (docs/speed-log.md). Both
+    gradients are rewritten onto fast kernels, exactly: the input's gradient is the forward dilated
+    convolution of the output's gradient with the flipped kernel; the weight's is an undilated
+    weight gradient on the d*d sub-grids of the input and of the output's gradient (taps d apart
+    in the map are neighbours in a sub-grid).
     """
 
     @staticmethod

@@ -7,7 +7,7 @@ the flags in appendix C.1 are the source of every default here. Two numbers are 
   MaxViT-T/S's 0.2/0.3, so we continue that series), small's learning rate 5e-4 / 5e-6, and a global
   batch of 512 (32 per GPU on 16 GPUs: base costs about twice small's FLOPs, which ran 48 per GPU).
 * The paper's flags do not set ``--norm-weight-decay`` or ``--bias-weight-decay``, so the authors'
-  runs decayed norms and biases; this recipe (as asked in issue 10, and as timm/DeiT do) decays
+  runs decayed norms and biases; this recipe (as timm/DeiT do) decays
   neither, nor the relative position bias tables (``--transformer-embedding-decay 0``).
 
 The global batch size is part of the recipe; the per-process batch is a runtime choice. When fewer
@@ -64,11 +64,13 @@ class PretrainRecipe:
     seed: int = documented(0, help="Seed.")
     # Distillation (pretrain --teacher, see .distill): None trains on labels alone.
     teacher: Optional[str] = documented(
-        None, help="Distil from this registry baseline's ImageNet weights (e.g. maxvit_t); see docs/pretrained-weights.md."
+        None, help="Distil from this registry baseline's ImageNet weights (e.g. maxvit_t); "
+                   "see docs/pretrained-weights.md."
     )
     distill_temperature: float = documented(1.0, help="Softmax temperature of the distillation KL.")
     distill_weight: float = documented(
-        1.0, help="Share of the distillation loss (the rest: label loss); 1 needs no labels, so --data-path may be a plain image folder."
+        1.0, help="Share of the distillation loss (the rest: label loss); 1 needs no labels, "
+                  "so --data-path may be a plain image folder."
     )
 
     def to_dict(self) -> dict:

@@ -18,7 +18,8 @@ from torch.utils.data import Sampler
 
 
 class RASampler(Sampler[int]):
-    def __init__(self, dataset_size: int, num_replicas: int, rank: int, reps: int = 3, seed: int = 0, shuffle: bool = True):
+    def __init__(self, dataset_size: int, num_replicas: int, rank: int, reps: int = 3, seed: int = 0,
+                 shuffle: bool = True):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
         self.dataset_size = dataset_size
