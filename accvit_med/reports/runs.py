@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
@@ -43,6 +44,8 @@ class RunInput:
     sha256: str
     run_dir: str | None = None
     run_name: str | None = None  # the run folder's name, used to tell repeated models apart
+    label: str | None = None  # the report's row label when it is not the model's (pooled folds, ensembles)
+    cv: Any = None  # for pooled folds: the reports.folds.CrossValidation they come from
 
     @property
     def classes(self) -> tuple[str, ...]:
