@@ -18,7 +18,7 @@ import inspect
 import typing
 from copy import copy
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 from typer.models import OptionInfo
@@ -41,6 +41,11 @@ CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Where 
                                                      show_default="<data root>/.accvit-cache")]
 # A run directory and which of its checkpoints (evaluate, predict, gradcam).
 RunOpt = Annotated[Path, typer.Option("--run", help="Run directory written by `accvit-med finetune`.")]
+RunsOpt = Annotated[List[Path], typer.Option(
+    "--run", help="Run directory written by `accvit-med finetune`; repeat it for the runs' ensemble.")]
+CalibrateOpt = Annotated[bool, typer.Option(
+    "--calibrate/--no-calibrate",
+    help="Ensembles: average probabilities temperature-scaled on each run's validation predictions.")]
 CheckpointOpt = Annotated[str, typer.Option("--checkpoint", help="best or last.")]
 # How to run.
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]

@@ -17,6 +17,7 @@ import pandas as pd
 from accvit_med.datasets import load
 from accvit_med.datasets.audit import AuditResult, audit_split, exact_duplicates, merge_groups
 from accvit_med.datasets.base import LEFT_OUT_REASONS, UNREADABLE, SampleTable
+from accvit_med.datasets.folds import DEFAULT_VAL_FRACTION, check_fold_options, default_cv_dir, make_folds, write_folds
 from accvit_med.datasets.imagecheck import find_unreadable
 from accvit_med.datasets.splits import (
     DEFAULT_RATIOS,
@@ -93,6 +94,78 @@ def create_split(
     """
     ratios = normalise_ratios(ratios)
     grouped = protocol_grouping(protocol, grouped, ratios, dedupe)
+    data = _prepare(dataset, data_dir, grouped, check, dedupe, progress, subgroups)
+    frame = make_split(data.table, ratios, seed, grouped=data.use_groups)
+    audit = _audit(frame, data)
+    manifest = {**_manifest(data, protocol, seed, dedupe), "ratios": dict(zip(SPLITS, ratios)),
+                "audit": audit.to_dict()}
+    csv_path = Path(out) if out is not None else default_split_path(dataset)
+    manifest = write_split(frame, manifest, csv_path)
+    return SplitResult(frame, manifest, audit, csv_path, data.excluded, data.notes)
+
+
+@dataclass
+class FoldsResult:
+    frames: list[pd.DataFrame]
+    manifest: dict  # cv.json's content
+    audits: list[AuditResult]
+    out_dir: Path
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def csv_paths(self) -> list[Path]:
+        return [self.out_dir / fold["split"] for fold in self.manifest["folds"]]
+
+
+def create_folds(
+    dataset: str,
+    k: int,
+    data_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    seed: int = DEFAULT_SEED,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    grouped: Optional[bool] = None,
+    check: bool = False,
+    dedupe: bool = False,
+    progress: bool = True,
+    protocol: str = "grouped",
+    subgroups: Optional[Sequence[str]] = None,
+) -> FoldsResult:
+    """``k``-fold cross-validation of ``dataset`` into the folder ``out`` (default
+    ``splits/<dataset>-<k>fold/``): ``fold1.csv`` ... with their manifests, and ``cv.json``
+    (see :mod:`accvit_med.datasets.folds`). Options as for :func:`create_split`."""
+    check_fold_options(k, val_fraction)
+    grouped = protocol_grouping(protocol, grouped, PAPER_RATIOS, dedupe)
+    out_dir = Path(out) if out is not None else default_cv_dir(dataset, k)
+    if out_dir.suffix.lower() == ".csv":
+        raise UserError(f"with --folds, --out names a folder for the fold files, not a CSV file ('{out_dir}')")
+    data = _prepare(dataset, data_dir, grouped, check, dedupe, progress, subgroups)
+    frames = make_folds(data.table, k, val_fraction, seed, grouped=data.use_groups)
+    audits = [_audit(frame, data) for frame in frames]
+    tests = pd.concat([frame.loc[frame["split"] == "test", "path"] for frame in frames])
+    if len(tests) != len(data.table) or tests.duplicated().any():
+        raise RuntimeError("internal error: the folds' test parts do not hold every image exactly once")
+    manifest = write_folds(frames, _manifest(data, protocol, seed, dedupe), [a.to_dict() for a in audits],
+                           out_dir, val_fraction)
+    return FoldsResult(frames, manifest, audits, out_dir, data.excluded, data.notes)
+
+
+@dataclass
+class _Prepared:
+    """A data set loaded for splitting: unreadable images left out, byte-identical files grouped."""
+
+    table: SampleTable
+    notes: list[str]
+    excluded: list[tuple[str, str]]
+    flow: dict
+    duplicates: list[list[str]]
+    use_groups: bool
+    check: bool
+
+
+def _prepare(dataset, data_dir, grouped: bool, check: bool, dedupe: bool, progress: bool,
+             subgroups: Optional[Sequence[str]]) -> _Prepared:
     table = keep_subgroups(load(dataset, data_dir, dedupe=dedupe, progress=progress), subgroups)
     notes = list(table.notes)
     n_listed = len(table)
@@ -110,29 +183,35 @@ def create_split(
     if use_groups:
         table = merge_groups(table, duplicates, "byte-identical files")
         notes = list(table.notes)
-    frame = make_split(table, ratios, seed, grouped=use_groups)
-    audit = audit_split(frame, duplicates, grouped=use_groups)
-    if use_groups and not audit.clean:
+    flow["byte_identical_files_grouped"] = sum(len(c) for c in duplicates) if use_groups else 0
+    return _Prepared(table, notes, excluded, flow, duplicates, use_groups, check)
+
+
+def _audit(frame: pd.DataFrame, data: _Prepared) -> AuditResult:
+    audit = audit_split(frame, data.duplicates, grouped=data.use_groups)
+    if data.use_groups and not audit.clean:
         raise RuntimeError(f"internal error: a group-aware split leaks: {audit.lines()}")
+    return audit
+
+
+def _manifest(data: _Prepared, protocol: str, seed: int, dedupe: bool) -> dict:
+    """The manifest keys a split and every fold of a cross-validation share."""
+    table = data.table
     manifest = {
         "dataset": table.name,
         "data_root": str(table.root),
         "protocol": protocol,
         "seed": seed,
-        "ratios": dict(zip(SPLITS, ratios)),
-        "grouped": use_groups,
+        "grouped": data.use_groups,
         "dedupe": dedupe,
         "classes": list(table.classes),
         "ordinal": table.ordinal,
-        "audit": audit.to_dict(),
         "subgroups": list(table.subgroups),
-        "flow": {**flow, "byte_identical_files_grouped": sum(len(c) for c in duplicates) if use_groups else 0},
+        "flow": data.flow,
     }
-    if check:
-        manifest["excluded"] = [{"path": p, "reason": r} for p, r in excluded]
-    csv_path = Path(out) if out is not None else default_split_path(dataset)
-    manifest = write_split(frame, manifest, csv_path)
-    return SplitResult(frame, manifest, audit, csv_path, excluded, notes)
+    if data.check:
+        manifest["excluded"] = [{"path": p, "reason": r} for p, r in data.excluded]
+    return manifest
 
 
 def _without(table: SampleTable, paths: set[str]) -> SampleTable:

@@ -108,30 +108,38 @@ def make_split(
     """
     ratios = normalise_ratios(ratios)
     frame = table.frame.reset_index(drop=True)
-    labels = pd.Categorical(frame["label"], categories=table.classes).codes
-    if grouped and table.has_groups:
-        assignment = _grouped_assignment(table, frame, labels, ratios, seed)
-    else:
-        assignment = _image_level_assignment(table, labels, ratios, seed)
+    assignment = assign_parts(table, ratios, seed, grouped)
     result = frame.copy()
     result.insert(len(REQUIRED_COLUMNS), "split", np.asarray(SPLITS, dtype=object)[assignment])
     order = np.lexsort((result["path"].to_numpy(), assignment))
     return result.iloc[order].reset_index(drop=True)
 
 
-def _check_class_size(table: SampleTable, label_counts: np.ndarray, unit: str, hint: str) -> None:
+def assign_parts(table: SampleTable, ratios: Sequence[float], seed: int, grouped: bool) -> np.ndarray:
+    """The part (index into ``ratios``: 2 for train/val, 3 for train/val/test) of each row of
+    ``table.frame`` in its row order, by the algorithm :func:`make_split` describes."""
+    frame = table.frame.reset_index(drop=True)
+    labels = pd.Categorical(frame["label"], categories=table.classes).codes
+    if grouped and table.has_groups:
+        return _grouped_assignment(table, frame, labels, ratios, seed)
+    return _image_level_assignment(table, labels, ratios, seed)
+
+
+def _check_class_size(table: SampleTable, label_counts: np.ndarray, unit: str, hint: str,
+                      parts: Sequence[str] = SPLITS) -> None:
     for c, name in enumerate(table.classes):
-        if label_counts[c] < len(SPLITS):
+        if label_counts[c] < len(parts):
             raise UserError(
                 f"class '{name}' of {table.name} has {label_counts[c]} {unit}; every class needs at "
-                f"least {len(SPLITS)} to appear in train, val and test{hint}"
+                f"least {len(parts)} to appear in {', '.join(parts[:-1])} and {parts[-1]}{hint}"
             )
 
 
 def _image_level_assignment(
     table: SampleTable, labels: np.ndarray, ratios: Sequence[float], seed: int
 ) -> np.ndarray:
-    _check_class_size(table, np.bincount(labels, minlength=len(table.classes)), "image(s)", "; add images or drop the class")
+    _check_class_size(table, np.bincount(labels, minlength=len(table.classes)), "image(s)",
+                      "; add images or drop the class", SPLITS[: len(ratios)])
     rng = np.random.default_rng(seed)
     assignment = np.empty(len(labels), dtype=np.int64)
     for c in range(len(table.classes)):
@@ -157,7 +165,8 @@ def _grouped_assignment(
         g, c = divmod(key, n_classes)
         composition[g].append((c, count))
         groups_per_class[c] += 1
-    _check_class_size(table, groups_per_class, "group(s)", "; use --no-group for an image-level split")
+    _check_class_size(table, groups_per_class, "group(s)", "; use --no-group for an image-level split",
+                      SPLITS[: len(ratios)])
 
     sizes = np.bincount(group_codes, minlength=n_groups)
     rng = np.random.default_rng(seed)

@@ -22,7 +22,8 @@ from accvit_med.interpret.results import TTA_CHOICES, ImagePredictions, check_tt
 from accvit_med.interpret.run import LoadedRun
 from accvit_med.progress import progress_bar, show_progress
 
-__all__ = ["TTA_CHOICES", "ImagePredictions", "default_workers", "predict_images", "predict_tensors", "tta_views"]
+__all__ = ["TTA_CHOICES", "ImagePredictions", "default_workers", "predict_ensemble", "predict_images",
+           "predict_tensors", "tta_views"]
 
 
 def tta_views(images: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -69,3 +70,28 @@ def predict_images(
     probabilities = torch.cat(rows).numpy() if rows else np.zeros((0, len(run.classes)))
     return ImagePredictions([str(p) for p in paths], probabilities, list(run.classes))
 
+
+
+def predict_ensemble(members, paths: Sequence[str | os.PathLike], *, checkpoint: str = "best", device: str = "auto",
+                     tta: str = "none", batch_size: int = 32, workers: int = 0, calibrate: bool = True,
+                     progress: bool = True) -> tuple[ImagePredictions, str, list[str]]:
+    """The mean probabilities of several runs (``training.ensemble.Member`` objects, one model in memory at a
+    time), each with ``tta`` and, when ``calibrate`` and every run has validation predictions, its
+    temperature; returns the predictions (in the first run's class order), a title and notes."""
+    from accvit_med.interpret.run import load_run
+    from accvit_med.training.ensemble import ensemble_label, mean_probabilities, with_temperatures
+
+    members, notes = with_temperatures(members, calibrate)
+    classes: list[str] = []
+    probabilities = []
+    for member in members:
+        loaded = load_run(member.run, checkpoint=checkpoint, device=device)
+        result = predict_images(loaded, paths, tta=tta, batch_size=batch_size, workers=workers, progress=progress)
+        classes = classes or list(result.classes)
+        probabilities.append(result.probabilities[:, [result.classes.index(c) for c in classes]])
+        del loaded
+    mean = mean_probabilities(probabilities, [m.temperature for m in members])
+    label, _ = ensemble_label(members)
+    how = "calibrated" if all(m.temperature is not None for m in members) else "raw"
+    title = f"{label} ({checkpoint}.pt, {len(members)} runs, {how} probabilities, TTA {tta})"
+    return ImagePredictions([str(p) for p in paths], mean, classes), title, notes

@@ -15,6 +15,7 @@ SECTIONS: list[Section] = [
     Section("header", core.header),
     Section("table1", core.table1_section),
     Section("summary", core.summary_section),
+    Section("cross_validation", core.cross_validation_section),
     Section("flow", flow.flow_section),
     Section("datasets_detail", core.datasets_section),
     Section("calibration", calibration_section),

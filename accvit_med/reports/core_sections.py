@@ -44,6 +44,24 @@ def summary_section(data: ReportData) -> Rendered:
                     tables={"summary": TableFiles(table, per_seed)})
 
 
+def cross_validation_section(data: ReportData) -> Rendered:
+    """Each pooled cross-validation: mean ± sd over folds beside the pooled out-of-fold scores."""
+    table = render.cross_validation_table(data.datasets)
+    if table is None:
+        return Rendered()
+    numbers = {ds: [{"label": g.label, "model": g.cv.members[0].model, "manifest": g.cv.manifest, "k": g.cv.k,
+                     "folds": list(g.cv.folds), "runs": [m.run_dir or m.source for m in g.cv.members],
+                     "per_fold": dict(zip(g.names, g.metrics)), "mean": g.mean, "sd": g.sd}
+                    for g in scores.fold_groups]
+               for ds, scores in data.datasets.items() if scores.fold_groups}
+    lines = ["## Cross-validation", "", tables.to_markdown(table),
+             "Rows named '(K-fold CV)' elsewhere in this report are scored on the pooled out-of-fold test "
+             "predictions (each image predicted once, by the model that did not train on it); paired "
+             "comparisons use those pooled predictions on the same images.", ""]
+    return Rendered(markdown=lines, data=numbers,
+                    tables={"cross_validation": TableFiles(table, render.cross_validation_table(data.datasets, True))})
+
+
 def _curves_path(dataset: str, name: str) -> str:
     return f"figures/{file_name(dataset)}/{file_name(name)}_curves.png"
 

@@ -56,9 +56,16 @@ def headline_cells(m: dict, sd: dict | None = None, decimals: int = 2) -> dict[s
     return cells
 
 
+def fold_rows(scores: DatasetScores, label: str) -> list[tuple[str, dict]]:
+    """(name, metrics) of each fold of the pooled cross-validation row ``label`` ([] for other rows)."""
+    found = next((f for f in scores.fold_groups if f.label == label), None)
+    return [] if found is None else list(zip(found.names, found.metrics))
+
+
 def headline_rows(datasets: Mapping[str, DatasetScores], per_seed: bool,
                   decimals: int = 2) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """(dataset, row label, cells) per summary row; ``per_seed`` adds each seed's row after its group."""
+    """(dataset, row label, cells) per summary row; ``per_seed`` adds each seed's row after its group
+    and each fold's row after its cross-validation's."""
     for ds, scores in datasets.items():
         for label, _, m, sd in entries(scores):
             yield ds, label, headline_cells(m, sd, decimals)
@@ -66,6 +73,9 @@ def headline_rows(datasets: Mapping[str, DatasetScores], per_seed: bool,
                 for run in seed_members(scores):
                     if run.group == label:
                         yield ds, run.name, headline_cells(run.metrics, None, decimals)
+            if per_seed:
+                for name, metrics in fold_rows(scores, label):
+                    yield ds, name, headline_cells(metrics, None, decimals)
 
 
 def interval_methods(settings: ReportSettings) -> str:
@@ -85,6 +95,8 @@ def summary_table(datasets: Mapping[str, DatasetScores], settings: ReportSetting
     caption = f"Test-set summary (%; Wilson: Wilson score interval; bootstrap: {boot})"
     if any(scores.seed_groups for scores in datasets.values()):
         caption = caption[:-1] + "; several seeds: mean ± sd over seeds, n = test images)"
+    if any(scores.fold_groups for scores in datasets.values()):
+        caption = caption[:-1] + "; k-fold CV: the pooled out-of-fold predictions, every image once)"
     table = tables.Table(
         caption=caption,
         row_header="dataset / model",
@@ -102,14 +114,19 @@ def table1(datasets: Mapping[str, DatasetScores], per_seed: bool) -> tables.Tabl
     display = {ds: {label: metrics for label, _, metrics, _ in found} for ds, found in rows.items()}
     models = {label: model for found in rows.values() for label, model, _, _ in found}
     sds = {(ds, label): sd for ds, found in rows.items() for label, _, _, sd in found if sd is not None}
+    for ds, scores in datasets.items():  # a cross-validation: mean ± sd over its folds
+        for group in scores.fold_groups:
+            display[ds][group.label], sds[(ds, group.label)] = group.mean, group.sd
     names = [name for name, _ in sorted(models.items(), key=lambda item: (
         model_key(item[1], TABLE1_BASELINES, accvit_first=False), item[0]))]
     if per_seed:
         for ds, scores in datasets.items():
-            for run in seed_members(scores):
-                display[ds][run.name] = run.metrics
-                if run.name not in names:
-                    names.append(run.name)
+            members = [(run.name, run.metrics) for run in seed_members(scores)]
+            members += [pair for group in scores.fold_groups for pair in zip(group.names, group.metrics)]
+            for name, metrics in members:
+                display[ds][name] = metrics
+                if name not in names:
+                    names.append(name)
     table = tables.table1(display, names)
     width = len(tables.TABLE1_METRICS)
     for label, cells in table.rows:
@@ -118,8 +135,45 @@ def table1(datasets: Mapping[str, DatasetScores], per_seed: bool) -> tables.Tabl
             if sd is not None:
                 cells[d * width:(d + 1) * width] = [
                     seeds.mean_sd_text(display[ds][label][key], sd.get(key)) for _, key in tables.TABLE1_METRICS]
-    if sds:
+    if any(scores.seed_groups for scores in datasets.values()):
         table.caption += "; several seeds: mean ± sd over seeds"
+    if any(scores.fold_groups for scores in datasets.values()):
+        table.caption += "; k-fold CV: mean ± sd over folds"
+    return table
+
+
+CV_METRICS = (("Acc", "accuracy"), ("Macro-F1", "macro_f1"), ("Macro-AUC", "macro_auc"),
+              ("Balanced acc", "balanced_accuracy"), ("QW kappa", "quadratic_weighted_kappa"))
+
+
+def cross_validation_table(datasets: Mapping[str, DatasetScores], per_fold: bool = False) -> tables.Table | None:
+    """One row per cross-validation: per metric the mean ± sd over folds and the pooled out-of-fold
+    value [95% interval]; ``per_fold`` adds each fold's row (its own test part) after it."""
+    found = [(ds, run) for ds, scores in datasets.items() for run in scores.runs if run.folds is not None]
+    if not found:
+        return None
+    ordinal = any(run.metrics["ordinal"] for _, run in found)
+    metrics = [(title, key) for title, key in CV_METRICS if ordinal or key != "quadratic_weighted_kappa"]
+    table = tables.Table(
+        caption="Cross-validation (%): mean ± sd over folds, and the pooled out-of-fold test predictions "
+                "(every image once) [95% interval: accuracy Wilson, others bootstrap]",
+        row_header="dataset / model",
+        groups=[("", ["folds", "n"]), *((title, ["mean ± sd", "pooled [95% CI]"]) for title, _ in metrics)],
+    )
+    for ds, run in found:
+        group = run.folds
+        pooled = headline_cells(run.metrics)
+        cells: list[tables.Cell] = [str(len(group.names)), str(run.metrics["n"])]
+        for _, key in metrics:
+            cells += [seeds.mean_sd_text(group.mean.get(key), group.sd.get(key)),
+                      pooled.get(key) or f"{100 * run.metrics[key]:.2f}"]
+        table.rows.append((f"{ds} / {run.name}", cells))
+        if per_fold:
+            for name, fold in zip(group.names, group.metrics):  # the fold's own value, in the mean's column
+                row: list[tables.Cell] = ["1", str(fold["n"])]
+                for _, key in metrics:
+                    row += [None if fold.get(key) is None else f"{100 * fold[key]:.2f}", None]
+                table.rows.append((f"{ds} / {name}", row))
     return table
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from accvit_med.errors import UserError
-from accvit_med.reports import seeds
+from accvit_med.reports import folds, seeds
 from accvit_med.reports.comparisons import Comparison
 from accvit_med.reports.ordering import dataset_key
 from accvit_med.reports.publish import check_out_dir, publish
@@ -68,12 +68,13 @@ def write_report(inputs: Iterable[str | os.PathLike | RunInput], out_dir: str | 
     runs = [x if isinstance(x, RunInput) else
             resolve_input(x, settings.split, settings.dataset, settings.model, settings.ordinal)
             for x in inputs]
+    runs, fold_notes = folds.pool(runs) if settings.split == "test" else (runs, [])
 
     if settings.positive and not any(set(settings.positive) <= set(run.classes) for run in runs):
         raise UserError(f"--positive {','.join(settings.positive)} names classes no input has all of "
                         f"(e.g. {', '.join(runs[0].classes)}); pass class names separated by commas")
     scores: dict[str, DatasetScores] = {}
-    notes: list[str] = []
+    notes: list[str] = list(fold_notes)
     for name in sorted({run.dataset for run in runs}, key=dataset_key):
         scores[name] = score_dataset(name, [run for run in runs if run.dataset == name], settings)
         notes += scores[name].notes

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import sha256_file
@@ -43,6 +44,8 @@ class RunInput:
     sha256: str
     run_dir: str | None = None
     run_name: str | None = None  # the run folder's name, used to tell repeated models apart
+    label: str | None = None  # the report's row label when it is not the model's (pooled folds, ensembles)
+    cv: Any = None  # for pooled folds: the reports.folds.CrossValidation they come from
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -84,7 +87,12 @@ def resolve_input(
         raise UserError(f"input '{spec}' not found; pass a run directory, a predictions CSV "
                         "or MODEL=PATH")
 
+    from accvit_med.training.ensemble import read_ensemble
+
     predictions = read_predictions(csv_path)
+    ensemble = read_ensemble(csv_path.parent)  # an ensemble's folder: its label, not a run's name
+    if ensemble is not None and record is None:
+        run_dir = csv_path.parent
     classes = None if record is None else record.classes
     if classes is not None and list(classes) != list(predictions.classes):
         raise UserError(
@@ -92,10 +100,14 @@ def resolve_input(
             f"{', '.join(map(str, classes))}; the prob_ columns must follow the run's class order"
         )
     # An explicit label beats the run's config, which beats the caller's defaults.
-    model = (label and label["model"]) or (record and record.model) or model or _default_name(path)
-    dataset = (label and label["dataset"]) or (record and record.dataset) or dataset or UNKNOWN_DATASET
+    ensemble = ensemble or {}
+    model = (label and label["model"]) or (record and record.model) or ensemble.get("model") or model \
+        or _default_name(path)
+    dataset = (label and label["dataset"]) or (record and record.dataset) or ensemble.get("dataset") or dataset \
+        or UNKNOWN_DATASET
     if ordinal is None:
-        ordinal = (record is not None and record.ordinal) or is_ordinal_classes(predictions.classes)
+        ordinal = (record is not None and record.ordinal) or bool(ensemble.get("ordinal")) or \
+            is_ordinal_classes(predictions.classes)
     return RunInput(
         model=str(model),
         dataset=str(dataset),
@@ -105,6 +117,7 @@ def resolve_input(
         sha256=sha256_file(csv_path),
         run_dir=None if run_dir is None else str(run_dir),
         run_name=None if run_dir is None else (run_dir.resolve().name or None),
+        label=None if label or not ensemble.get("label") else str(ensemble["label"]),
     )
 
 

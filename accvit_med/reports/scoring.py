@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from accvit_med.errors import UserError
-from accvit_med.reports import seeds
+from accvit_med.reports import folds, seeds
 from accvit_med.reports.bootstrap import CI_LEVEL, bootstrap_scores
 from accvit_med.reports.comparisons import Comparison, compare
 from accvit_med.reports.metrics import classification_metrics, confidence_intervals
@@ -30,6 +30,7 @@ class ScoredRun:
     metrics: dict
     group: str | None = None  # the seed group's label when the run is one of several seeds
     seed: int | None = None
+    folds: folds.FoldScores | None = None  # a pooled cross-validation: each fold's own scores
 
 
 @dataclass
@@ -41,6 +42,10 @@ class DatasetScores:
     comparisons: list[Comparison] = field(default_factory=list)
     seed_groups: list[seeds.SeedGroup] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def fold_groups(self) -> list[folds.FoldScores]:
+        return [run.folds for run in self.runs if run.folds is not None]
 
     @property
     def classes(self) -> list[str]:
@@ -56,6 +61,10 @@ def score_dataset(name: str, runs: list[RunInput], settings: ReportSettings) -> 
     group = _prepare_dataset(name, runs, settings.paired)
     scored, distributions = _score(group, settings)
     result = DatasetScores(name, scored, seed_groups=_assign_seed_groups(scored))
+    for run in scored:
+        if run.run.cv is not None:
+            run.folds = folds.fold_scores(run.name, run.run.cv, run.metrics["classes"], run.metrics["ordinal"],
+                                          settings.ece_bins)
     for run in scored:
         result.notes += [f"{name}/{run.name}: {note}" for note in run.metrics["notes"]]
     single = [c for c, s in scored[0].metrics["per_class"].items() if s["support"] == 1]
@@ -98,7 +107,7 @@ def _prepare_dataset(name: str, group: list[RunInput], paired: bool) -> list[tup
     named = []
     for run in aligned:
         suffix = run.run_name or Path(run.source).stem
-        named.append((run.model if counts[run.model] == 1 else f"{run.model}@{suffix}", run))
+        named.append((run.label or (run.model if counts[run.model] == 1 else f"{run.model}@{suffix}"), run))
     seen: dict[str, RunInput] = {}
     for label, run in named:
         if label in seen:

@@ -32,9 +32,15 @@ class ReportData:
 
     @property
     def inputs(self) -> list[dict]:
-        return [{"dataset": ds, "name": run.name, "model": run.run.model, "predictions": run.run.source,
-                 "sha256": run.run.sha256, "run_dir": run.run.run_dir}
-                for ds, scores in self.datasets.items() for run in scores.runs]
+        listed = []
+        for ds, scores in self.datasets.items():
+            for run in scores.runs:
+                # A pooled cross-validation is listed as its fold runs, whose files it read.
+                members = [(run.run, run.name)] if run.run.cv is None else \
+                    list(zip(run.run.cv.members, run.folds.names))
+                listed += [{"dataset": ds, "name": name, "model": member.model, "predictions": member.source,
+                            "sha256": member.sha256, "run_dir": member.run_dir} for member, name in members]
+        return listed
 
 
 @dataclass(frozen=True)

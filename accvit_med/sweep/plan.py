@@ -4,13 +4,14 @@
 datasets = ["ham10000", "busi"]      # split files: splits/<name>.csv, or the [splits] table
 models   = ["accvit_tiny", "swin_t"]
 seeds    = [0, 1, 2]
+folds    = 5                         # optional: splits/<name>-5fold/cv.json; runs .../fold<k>-seed<seed>/
 out      = "runs"                    # runs/<dataset>/<model>/seed<seed>/
 [recipe]                             # any finetune recipe key, for every run
 epochs = 100
 [recipe.busi]                        # per data set overrides
 balance = "weights"
 [splits]                             # optional: another split file per data set
-busi = "splits/busi_v2.csv"
+busi = "splits/busi_v2.csv"          # or a cross-validation: "splits/busi-5fold/cv.json"
 [slurm]                              # only read by --launcher slurm
 partition = "gpu"
 gpus_per_run = 1
@@ -33,7 +34,7 @@ from accvit_med.rundir.layout import default_run_path
 from accvit_med.training.recipe import FIELD_NAMES, FinetuneConfig
 from accvit_med.training.recipe_file import resolve_config
 
-PLAN_KEYS = ("datasets", "models", "seeds", "out", "recipe", "splits", "slurm")
+PLAN_KEYS = ("datasets", "models", "seeds", "folds", "out", "recipe", "splits", "slurm")
 # The grid sets these for each run; a recipe that set them too would contradict the grid.
 GRID_FIELDS = ("dataset", "split", "model", "seed")
 RECIPE_KEYS = tuple(name for name in FIELD_NAMES if name not in GRID_FIELDS)
@@ -72,12 +73,13 @@ class PlannedRun:
     model: str
     seed: int
     run_dir: Path
-    recipe_file: Path  # the data set's recipe (model and seed come on the command line)
+    recipe_file: Path  # the data set's (or fold's) recipe (model and seed come on the command line)
     config: FinetuneConfig  # the full recipe, as finetune will resolve it
+    fold: Optional[int] = None  # the fold of the data set's cross-validation (1-based); None: one split
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}/{self.model}/seed{self.seed}"
+        return f"{self.dataset}/{self.model}/{run_name(self.seed, self.fold)}"
 
     def command(self, resume: bool = False, force: bool = False, gpus: int = 1) -> list[str]:
         """The exact finetune command line (under torchrun when the run spans several GPUs)."""
@@ -108,6 +110,11 @@ class SweepPlan:
     @property
     def sweep_dir(self) -> Path:
         return self.out / SWEEP_DIR
+
+
+def run_name(seed: int, fold: Optional[int] = None) -> str:
+    """A run's folder name in the grid: seed<S>, or fold<k>-seed<S> for a fold of a cross-validation."""
+    return f"seed{seed}" if fold is None else f"fold{fold}-seed{seed}"
 
 
 def time_minutes(text: str) -> int:
@@ -217,28 +224,64 @@ def load_plan(path: str | os.PathLike) -> SweepPlan:
             raise UserError(f"plan '{plan_path}': [splits] names '{name}', which is not in datasets; add it or remove the line")
     slurm = _slurm_settings(plan_path, data.get("slurm"))
 
+    folds = data.get("folds")
+    if folds is not None and (not isinstance(folds, int) or isinstance(folds, bool) or folds < 2):
+        raise UserError(f"plan '{plan_path}': folds must be a whole number of at least 2 (the K of the data sets' "
+                        f"K-fold cross-validation), got {folds!r}")
+
     plan = SweepPlan(plan_path, out_dir, datasets, models, seeds, {}, slurm)
     for dataset in datasets:
         table = {**shared, **_recipe_table(plan_path, overrides.get(dataset, {}), f"[recipe.{dataset}]")}
-        split = Path(splits.get(dataset, Path("splits") / f"{dataset}.csv"))
-        if not split.is_file():
-            raise UserError(f"plan '{plan_path}': split file '{split}' for data set '{dataset}' does not exist; "
-                            f"run accvit-med split --dataset {dataset} first, or name the file in [splits]")
-        _check_split(plan_path, split, dataset)
-        # Absolute paths: a SLURM job may start in another folder than the one the plan was read in.
-        file_recipe = {**table, "dataset": dataset, "split": str(split.resolve())}
-        for key in ("data_dir", "cache_dir", "weights"):
-            value = table.get(key)
-            if isinstance(value, str) and value and not (key == "weights" and value in ("imagenet", "none")):
-                file_recipe[key] = str(Path(value).resolve())
-        plan.recipes[dataset] = file_recipe
-        recipe_file = plan.sweep_dir / "recipes" / f"{dataset}.json"
-        for model in models:
-            for seed in seeds:
-                config = _checked_config(plan_path, dataset, {**file_recipe, "model": model, "seed": seed})
-                run_dir = default_run_path(dataset, model, seed, root=out_dir)
-                plan.runs.append(PlannedRun(dataset, model, seed, run_dir, recipe_file, config))
+        for fold, split in _dataset_splits(plan_path, dataset, splits.get(dataset), folds):
+            _check_split(plan_path, split, dataset)
+            # Absolute paths: a SLURM job may start in another folder than the one the plan was read in.
+            file_recipe = {**table, "dataset": dataset, "split": str(split.resolve())}
+            for key in ("data_dir", "cache_dir", "weights"):
+                value = table.get(key)
+                if isinstance(value, str) and value and not (key == "weights" and value in ("imagenet", "none")):
+                    file_recipe[key] = str(Path(value).resolve())
+            key = dataset if fold is None else f"{dataset}-fold{fold}"
+            plan.recipes[key] = file_recipe
+            recipe_file = plan.sweep_dir / "recipes" / f"{key}.json"
+            for model in models:
+                for seed in seeds:
+                    config = _checked_config(plan_path, dataset, {**file_recipe, "model": model, "seed": seed})
+                    run_dir = default_run_path(dataset, model, seed, name=run_name(seed, fold), root=out_dir)
+                    plan.runs.append(PlannedRun(dataset, model, seed, run_dir, recipe_file, config, fold))
     return plan
+
+
+def _dataset_splits(plan: Path, dataset: str, named: Optional[str],
+                    folds: Optional[int]) -> list[tuple[Optional[int], Path]]:
+    """(fold, split file) of a data set: [(None, its split)], or one per fold of its cross-validation
+    (``[splits]`` naming a cv.json, or ``folds = K`` and splits/<dataset>-<K>fold/cv.json)."""
+    from accvit_med.datasets.folds import CV_MANIFEST, default_cv_dir, read_cv
+
+    if named is not None and named.endswith(".json"):
+        cv_path = Path(named)
+    elif folds is not None:
+        if named is not None:
+            raise UserError(f"plan '{plan}': folds = {folds} needs a cross-validation of '{dataset}', but [splits] "
+                            f"names the split file '{named}'; name its cv.json (accvit-med split --folds {folds})")
+        cv_path = default_cv_dir(dataset, folds) / CV_MANIFEST
+    else:
+        split = Path(named) if named is not None else Path("splits") / f"{dataset}.csv"
+        if not split.is_file():
+            raise UserError(f"plan '{plan}': split file '{split}' for data set '{dataset}' does not exist; "
+                            f"run accvit-med split --dataset {dataset} first, or name the file in [splits]")
+        return [(None, split)]
+    if not cv_path.is_file():
+        k = folds or "K"
+        raise UserError(f"plan '{plan}': cross-validation '{cv_path}' for data set '{dataset}' does not exist; "
+                        f"run accvit-med split --dataset {dataset} --folds {k} first, or name its cv.json in [splits]")
+    try:
+        cv = read_cv(cv_path)
+    except UserError as err:
+        raise UserError(f"plan '{plan}': {err}") from None
+    if folds is not None and int(cv["k"]) != folds:
+        raise UserError(f"plan '{plan}': '{cv_path}' is a {cv['k']}-fold cross-validation, but the plan says "
+                        f"folds = {folds}; make them agree")
+    return [(int(entry["fold"]), cv_path.parent / entry["split"]) for entry in cv["folds"]]
 
 
 def _check_split(plan: Path, split: Path, dataset: str) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, RunOpt, WorkersOpt, shown
+from accvit_med.cli.options import BatchSizeOpt, CalibrateOpt, CheckpointOpt, DeviceOpt, RunsOpt, WorkersOpt, shown
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    run: RunOpt,
+    runs: RunsOpt,
     checkpoint: CheckpointOpt = "best",
     split: str = typer.Option("test", "--split", help="train, val or test."),
     data_dir: Optional[Path] = typer.Option(
@@ -30,7 +30,9 @@ def evaluate(
     name: Optional[str] = typer.Option(
         None, "--name", help="Name of the external evaluation.", show_default="the data set's name"),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Output folder.", show_default="<run>/evaluate/<checkpoint> or <run>/external/<name>"),
+        None, "--out", help="Output folder (required for an ensemble).",
+        show_default="<run>/evaluate/<checkpoint> or <run>/external/<name>"),
+    calibrate: CalibrateOpt = True,
     device: DeviceOpt = "auto",
     workers: shown(WorkersOpt, "the run's") = None,
     batch_size: shown(BatchSizeOpt, "the run's") = None,
@@ -40,18 +42,27 @@ def evaluate(
     With --dataset NAME --data-dir DIR (or --external-split FILE): score the run on a data set it
     never trained on, classes matched by name (or --class-map), images the run has seen left out;
     writes <run>/external/<name>/predictions.csv and metrics.json.
+
+    With several --run: each run is evaluated as alone, then their ensemble (the mean of their
+    probabilities, temperature-scaled on each run's validation predictions unless --no-calibrate)
+    is written to --out: predictions_<split>.csv, metrics.json and ensemble.json, which
+    `accvit-med report` takes as one more model, e.g. "accvit_tiny (5-fold ensemble)".
     """
+    from accvit_med.errors import UserError
     from accvit_med.fileio import check_writable
     from accvit_med.rundir.layout import RunDir
     from accvit_med.training.evaluate_run import evaluate_run
 
+    if len(runs) > 1:
+        _ensemble(runs, checkpoint, split, data_dir, dataset, external_split, class_map, name, out, calibrate,
+                  {"device": device, "workers": workers, "batch_size": batch_size})
+        return
+    run = runs[0]
     if dataset is not None or external_split is not None:
         _external(run, checkpoint, split, data_dir, dataset, external_split, class_map, name, out,
                   device, workers, batch_size)
         return
     if class_map is not None or name is not None:
-        from accvit_med.errors import UserError
-
         raise UserError("--class-map and --name apply to external evaluation; add --dataset NAME --data-dir DIR")
 
     check_writable(out if out is not None else RunDir(run).evaluate_dir(checkpoint))
@@ -65,6 +76,37 @@ def evaluate(
         f"macro precision {metrics['macro_precision']:.4f}  macro recall {metrics['macro_recall']:.4f}  "
         f"macro F1 {metrics['macro_f1']:.4f}"
     )
+    typer.echo(f"predictions: {result.predictions}")
+    typer.echo(f"metrics: {result.metrics_path}")
+
+
+def _ensemble(runs, checkpoint, split, data_dir, dataset, external_split, class_map, name, out, calibrate,
+              runtime) -> None:
+    from accvit_med.errors import UserError
+    from accvit_med.fileio import check_writable
+    from accvit_med.training.evaluate_ensemble import check_ensemble_out, evaluate_ensemble
+
+    out = check_ensemble_out(out, runs)
+    check_writable(out)
+    external = None
+    if dataset is not None or external_split is not None:
+        if split != "test":
+            raise UserError("--split picks a part of the runs' own split; an external evaluation uses every image "
+                            "of the external data (drop --split)")
+        external = {"dataset": dataset, "data_dir": data_dir, "split_file": external_split, "name": name,
+                    "class_map": class_map}
+    elif class_map is not None or name is not None:
+        raise UserError("--class-map and --name apply to external evaluation; add --dataset NAME --data-dir DIR")
+    else:
+        runtime["data_dir"] = None if data_dir is None else str(data_dir)
+    result = evaluate_ensemble(runs, out, checkpoint=checkpoint, part=split, calibrate=calibrate,
+                               external=external, **runtime)
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    m = result.metrics
+    how = "calibrated" if m["ensemble"]["calibrated"] else "raw"
+    typer.echo(f"{result.label} of {len(runs)} runs ({m['n']} images, {checkpoint}.pt, {how} probabilities): "
+               f"accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}")
     typer.echo(f"predictions: {result.predictions}")
     typer.echo(f"metrics: {result.metrics_path}")
 

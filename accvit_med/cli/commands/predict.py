@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from accvit_med.cli.options import BatchSizeOpt, CheckpointOpt, DeviceOpt, WorkersOpt, shown
+from accvit_med.cli.options import BatchSizeOpt, CalibrateOpt, CheckpointOpt, DeviceOpt, WorkersOpt, shown
 
 TABLE_ROWS_WITH_OUT = 20  # with --out the file holds everything; the terminal shows a preview
 
@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
 def predict(
     inputs: Annotated[List[Path], typer.Argument(metavar="IMAGES_OR_FOLDERS", help="Image files and/or folders (searched recursively).")],
-    run: Optional[Path] = typer.Option(None, "--run", help="Run directory written by `accvit-med finetune`."),
+    runs: Optional[List[Path]] = typer.Option(
+        None, "--run", help="Run directory written by `accvit-med finetune`; repeat it for the runs' ensemble."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Model exported by `accvit-med export` (ONNX Runtime, CPU; no PyTorch); instead of --run."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (path,pred,prob_<class>...); without it, only the table is printed."),
     checkpoint: CheckpointOpt = "best",
@@ -27,6 +28,7 @@ def predict(
     batch_size: BatchSizeOpt = 32,
     workers: shown(WorkersOpt, "min(4, CPUs)") = None,
     device: DeviceOpt = "auto",
+    calibrate: CalibrateOpt = True,
 ) -> None:
     """Predict the class of each image with a fine-tuned run (its own preprocessing and checkpoint).
 
@@ -37,14 +39,24 @@ def predict(
       accvit-med predict --run runs/ham10000/swin_t/seed42 lesion.jpg --tta h
 
       accvit-med predict --onnx export/accvit_tiny.onnx scans/
+
+    With several --run, the mean of the runs' probabilities (each temperature-scaled on its
+    validation predictions unless --no-calibrate; --tta applied to each run):
+
+      accvit-med predict --run runs/busi/accvit_tiny/fold1-seed42 --run runs/busi/accvit_tiny/fold2-seed42 scans/
     """
     # Only torch-free modules here: with --onnx, torch is never imported.
     from accvit_med.errors import UserError
     from accvit_med.interpret.images import check_readable, image_roots
     from accvit_med.interpret.results import check_tta, default_workers
 
-    if (run is None) == (onnx is None):
+    if (not runs) == (onnx is None):
         raise UserError("pass either --run RUN (PyTorch) or --onnx FILE.onnx (ONNX Runtime)")
+    members = None
+    if runs and len(runs) > 1:
+        from accvit_med.training.ensemble import load_members
+
+        members = load_members(runs, same_split=False)  # before any image is read
     check_tta(tta)  # checked here too, before the model is loaded
     if out is not None:  # before any inference: an unwritable --out would waste all of it
         from accvit_med.fileio import check_writable
@@ -59,10 +71,10 @@ def predict(
 
         loaded = load_onnx(onnx)
         title = f"{loaded.label} (ONNX, epoch {loaded.sidecar.epoch}, TTA {tta})"
-    else:
+    elif members is None:
         from accvit_med.interpret.run import load_run
 
-        loaded = load_run(run, checkpoint=checkpoint, device=device)
+        loaded = load_run(runs[0], checkpoint=checkpoint, device=device)
         title = f"{loaded.label} ({checkpoint}.pt, epoch {loaded.epoch}, TTA {tta})"
     paths, problems = check_readable(paths, skip_bad=skip_bad, roots=roots)
     for path, reason in problems:
@@ -70,7 +82,14 @@ def predict(
     if not paths:
         raise UserError("every image given is unreadable; nothing to predict")
     workers = default_workers() if workers is None else workers
-    if onnx is not None:
+    if members is not None:
+        from accvit_med.interpret.predict import predict_ensemble
+
+        result, title, notes = predict_ensemble(members, paths, checkpoint=checkpoint, device=device, tta=tta,
+                                                batch_size=batch_size, workers=workers, calibrate=calibrate)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+    elif onnx is not None:
         result = loaded.predict(paths, tta=tta, batch_size=batch_size, workers=workers)
     else:
         from accvit_med.interpret.predict import predict_images

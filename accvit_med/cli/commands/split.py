@@ -43,6 +43,15 @@ def split(
         help="Metadata columns kept in the split for the report's subgroup table (csv layout: extra "
         "columns of the label file).", show_default="ham10000: age,sex,localization,dx_type; eyepacs: eye",
     ),
+    folds: Optional[int] = typer.Option(
+        None, "--folds", metavar="K",
+        help="K-fold cross-validation: K split files (fold k's test: the k-th of K stratified, group-aware "
+        "parts) and cv.json, in the folder --out.", show_default="one split",
+    ),
+    val_fraction: Optional[float] = typer.Option(
+        None, "--val-fraction", help="With --folds: the share of each fold's non-test images that is val.",
+        show_default="0.2",
+    ),
     audit: Optional[Path] = typer.Option(
         None, "--audit", help="Audit an existing split file for leakage instead (exit 1 if any is found)."
     ),
@@ -53,7 +62,10 @@ def split(
     --protocol paper gives the paper's split instead (per image, 60:20:20, stratified, seeded).
 
     Writes the split CSV (path,label,group,split) and its JSON manifest, then prints the class x
-    split counts. With --audit FILE it only checks an existing split: groups or byte-identical
+    split counts. With --folds K: K such files (fold1.csv ...) and cv.json, the manifest of the
+    cross-validation, in splits/<dataset>-<K>fold/; every image is in one fold's test.
+
+    With --audit FILE it only checks an existing split: groups or byte-identical
     files in two splits are printed and the exit code is 1.
     """
     from accvit_med.datasets.splits import parse_ratios
@@ -70,6 +82,15 @@ def split(
     from accvit_med.datasets.splits import DEFAULT_RATIOS
     from accvit_med.fileio import check_writable
 
+    if folds is not None:
+        if ratios is not None:
+            raise UserError("--ratios sets one split's proportions; with --folds each fold's test is 1/K "
+                            "and --val-fraction sets val's share of the rest")
+        check_writable(out.parent if out is not None else Path("splits"))
+        _folds(dataset, data_dir, out, folds, val_fraction, seed, protocol, group, check, dedupe, quiet, subgroups)
+        return
+    if val_fraction is not None:
+        raise UserError("--val-fraction applies to --folds K; a single split takes --ratios train,val,test")
     check_writable(out.parent if out is not None else Path("splits"))
     parsed = DEFAULT_RATIOS if ratios is None else parse_ratios(ratios)
     given = [] if ratios is None else [float(v) for v in ratios.split(",")]
@@ -79,9 +100,62 @@ def split(
     result = create_split(
         dataset, data_dir, out, seed=seed, ratios=parsed, grouped=group,
         check=check, dedupe=dedupe, progress=not quiet, protocol=protocol or "grouped",
-        subgroups=None if subgroups is None else [c.strip() for c in subgroups.split(",") if c.strip()],
+        subgroups=_subgroup_list(subgroups),
     )
     _print_result(result)
+
+
+def _subgroup_list(subgroups: Optional[str]) -> Optional[list[str]]:
+    return None if subgroups is None else [c.strip() for c in subgroups.split(",") if c.strip()]
+
+
+def _folds(dataset, data_dir, out, k, val_fraction, seed, protocol, group, check, dedupe, quiet, subgroups) -> None:
+    from rich.console import Console
+
+    from accvit_med.datasets.create_split import create_folds
+    from accvit_med.datasets.folds import CV_MANIFEST, DEFAULT_VAL_FRACTION
+
+    result = create_folds(
+        dataset, k, data_dir, out, seed=seed, grouped=group, check=check, dedupe=dedupe, progress=not quiet,
+        val_fraction=DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction,
+        protocol=protocol or "grouped", subgroups=_subgroup_list(subgroups),
+    )
+    console = Console()
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    if result.excluded:
+        console.print(f"left out {len(result.excluded)} unreadable image(s):", markup=False, soft_wrap=True)
+        for path, reason in result.excluded:
+            console.print(f"  {path}: {reason}", markup=False, soft_wrap=True)
+    console.print(_folds_table(result.manifest))
+    cv = result.manifest
+    mode = "group-aware" if cv["grouped"] else "image-level"
+    console.print(f"{mode} {cv['k']}-fold cross-validation ({cv['protocol']} protocol) of {cv['n_samples']} images, "
+                  f"seed {cv['seed']}, val {cv['val_fraction']:g} of each fold's rest; every image in one test part",
+                  markup=False, soft_wrap=True)
+    for i, audit in enumerate(result.audits):
+        findings = audit.lines()
+        console.print(f"leakage audit, fold {i + 1}: " + ("clean" if not findings else "see below"),
+                      markup=False, soft_wrap=True)
+        for line in findings:
+            console.print(f"  {line}", markup=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(str(p) for p in result.csv_paths)} (each with its manifest) and "
+                  f"{result.out_dir / CV_MANIFEST}", markup=False, soft_wrap=True)
+
+
+def _folds_table(cv: dict):
+    from rich.table import Table
+
+    table = Table(title=f"{cv['dataset']}: images per fold and part")
+    table.add_column("fold")
+    for part in ("train", "val", "test"):
+        table.add_column(part, justify="right")
+    table.add_column("test per class", justify="left")
+    for fold in cv["folds"]:
+        counts = fold["counts"]
+        per_class = ", ".join(f"{c} {counts['test'][c]}" for c in cv["classes"])
+        table.add_row(str(fold["fold"]), *(str(sum(counts[p].values())) for p in ("train", "val", "test")), per_class)
+    return table
 
 
 def _print_result(result) -> None:
