@@ -217,3 +217,10 @@ def test_gallery_shows_the_gradcam_of_the_runs_checkpoint(tmp_path, monkeypatch)
         assert (tmp_path / "report" / item["image"]).is_file()
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count('alt="Grad-CAM of convnext_tiny"') == 3
+
+
+def test_backquoted_spans_become_code_and_stay_escaped():
+    from accvit_med.reports.html import code_spans
+
+    assert str(code_spans("see `split --subgroups` <b>")) == "see <code>split --subgroups</code> &lt;b&gt;"
+    assert str(code_spans("`<script>` and `x")) == "`&lt;script&gt;` and `x"  # unpaired: left as text

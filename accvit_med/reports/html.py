@@ -15,11 +15,14 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from accvit_med.reports import checklist
 from accvit_med.reports.sections import figure_path, file_name
 from accvit_med.reports.tables import Cell, Table
+
+if TYPE_CHECKING:
+    import markupsafe
 
 TEMPLATE = "report.html.j2"
 
@@ -110,6 +113,17 @@ def cell_parts(table: Table, value: Cell) -> tuple[str, str]:
     return head, (bracket.strip() + tail) if bracket else ""
 
 
+def code_spans(text) -> "markupsafe.Markup":
+    """``text`` escaped, with its `backquoted` spans (commands, options, file names) as <code>."""
+    from markupsafe import Markup, escape
+
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backquote: plain text
+        return escape(text)
+    return Markup("").join(escape(part) if i % 2 == 0 else Markup("<code>%s</code>") % part
+                           for i, part in enumerate(parts))
+
+
 def render_html(report: dict, tables: Mapping[str, Table], folder: Path) -> str:
     """The page's text: report.json's ``report`` with its ``tables`` and the figures under ``folder``."""
     import jinja2
@@ -124,6 +138,7 @@ def render_html(report: dict, tables: Mapping[str, Table], folder: Path) -> str:
                                      autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                                      lstrip_blocks=True)
     environment.globals["cell_parts"] = cell_parts
+    environment.filters["code"] = code_spans
     template = environment.get_template(TEMPLATE)
     return template.render(title=hs.page_title(report), tool=report["tool"], sections=sections,
                            csp=CONTENT_SECURITY_POLICY)

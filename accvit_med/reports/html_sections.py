@@ -129,7 +129,7 @@ def flow(page: Page) -> PageSection:
     for key, entry in found.items():
         ds, number = (key, "") if key in page.report["datasets"] else key.rsplit("_", 1)
         suffix = f"_{number}" if number else ""
-        figure = page.figures([(f"figures/{file_name(ds)}/flow{suffix}.png", f"data flow of {ds}")], "half")
+        figure = page.figures([(f"figures/{file_name(ds)}/flow{suffix}.png", f"data flow of {ds}")], "wide")
         blocks += [b for b in (figure, Block("table", table=_flow_table(entry["flow"])),
                                Block("table", table=_characteristics_table(ds, entry["characteristics"]))) if b]
     return PageSection("flow", title, blocks)
