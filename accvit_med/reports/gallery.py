@@ -137,9 +137,9 @@ def gallery_section(data: ReportData) -> Rendered:
         out.data = {"datasets": {}, "missing": reason}
         return out
     found = {ds: _dataset_gallery(ds, scores, limit, out) for ds, scores in data.datasets.items()}
-    description = (f"The {limit} test images with the most confident wrong prediction of any run (per data set), "
-                   "with each run's predicted class and its probability; Grad-CAM overlays (of the predicted "
-                   "class) for the runs whose checkpoint is there.")
+    description = (f"The test images (at most {limit} per data set) with the most confident wrong prediction of "
+                   "any run, with each run's predicted class and its probability; Grad-CAM overlays (of the "
+                   "predicted class) for the runs whose checkpoint is there.")
     out.data = {"datasets": found, "limit": limit, "description": description,
                 "missing": "" if any(found.values()) else "no run got a test image wrong"}
     shown = sum(len(items) for items in found.values())

@@ -77,12 +77,13 @@ class Page:
         shown = [f for path, caption in found if (f := self.figure(path, caption, size)) is not None]
         return Block("figures", figures=shown) if shown else None
 
-    def run_figures(self, kind: str, what: str, size: str = "") -> list[Block]:
-        """One row of figures per data set: ``kind`` of each of its runs."""
+    def run_figures(self, kind: str, what: str, size: str = "", *more: tuple[str, str]) -> list[Block]:
+        """One row of figures per data set: ``kind`` (then each of ``more``'s (kind, what)) of each of its runs."""
         blocks = []
+        kinds = [(kind, what), *more]
         for ds, entry in self.report["datasets"].items():
-            block = self.figures([(figure_path(ds, name, kind), f"{name} on {ds}: {what}")
-                                  for name in entry["runs"]], size)
+            block = self.figures([(figure_path(ds, name, k), f"{name} on {ds}: {w}")
+                                  for name in entry["runs"] for k, w in kinds], size)
             if block is not None:
                 blocks.append(block)
         return blocks

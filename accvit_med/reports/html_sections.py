@@ -274,7 +274,7 @@ def confusion(page: Page) -> PageSection:
 
 
 def roc(page: Page) -> PageSection:
-    blocks = page.run_figures("roc", "one-vs-rest ROC") + page.run_figures("reliability", "reliability (raw)")
+    blocks = page.run_figures("roc", "one-vs-rest ROC", "", ("reliability", "reliability (raw)"))
     if not blocks:
         return PageSection("roc", "ROC curves", missing="the figures were not drawn")
     if page.sections.get("operating_points"):
