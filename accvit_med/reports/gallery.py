@@ -98,27 +98,29 @@ def _dataset_gallery(ds: str, scores, limit: int, out: Rendered) -> list[dict]:
     for number, (path, file, there) in enumerate(zip(paths, files, found), start=1):
         image = None
         if there:
-            image = f"{folder}/{number:03d}.png"
-            with Image.open(file) as picture:
-                out.images[image] = _png(picture)
+            try:
+                with Image.open(file) as picture:
+                    out.images[f"{folder}/{number:03d}.png"] = _png(picture)
+                image = f"{folder}/{number:03d}.png"
+            except OSError as err:  # PIL's UnidentifiedImageError among them
+                out.notes.append(f"{ds}: gallery image '{file}' unreadable ({err}), shown without thumbnail")
         items.append({"path": path, "label": None, "image": image, "runs": []})
-    readable = [(item, file) for item, file, there in zip(items, files, found) if there]
+    readable = [k for k, item in enumerate(items) if item["image"] is not None]
     for run in scores.runs:
         p = run.run.predictions
         row = {str(path): i for i, path in enumerate(p.paths)}
-        overlays: list = [None] * len(readable)
+        overlay_of: dict[int, Image.Image] = {}  # item index -> this run's Grad-CAM overlay
         if readable and _has_checkpoint(run.run.run_dir):
             try:
-                overlays = _overlays(run.run.run_dir, [file for _, file in readable])
+                overlay_of = dict(zip(readable, _overlays(run.run.run_dir, [files[k] for k in readable])))
             except (UserError, ValueError, OSError, KeyError) as err:
                 out.notes.append(f"{ds}/{run.name}: no Grad-CAM in the gallery ({err})")
-        overlay_of = {id(item): overlay for (item, _), overlay in zip(readable, overlays)}
         for number, item in enumerate(items, start=1):
             i = row.get(item["path"])
             if i is None:
                 continue
             item["label"] = str(p.labels[i])
-            overlay = overlay_of.get(id(item))
+            overlay = overlay_of.get(number - 1)
             name = None
             if overlay is not None:
                 name = f"{folder}/{number:03d}_{file_name(run.name)}_gradcam.png"

@@ -94,8 +94,8 @@ class Page:
 
 
 def data_sections(page: Page) -> list[PageSection]:
-    """The page's sections, in the order of the issue a reader follows: what was found, how, on what."""
-    from accvit_med.reports import html_sections as hs
+    """The page's sections in reading order: what was found, from what, then the evidence section by section."""
+    from accvit_med.reports import html_sections as hs  # it builds on this module's Block and Page
 
     return [hs.summary(page), hs.reproducibility(page), hs.flow(page), hs.tables_section(page),
             hs.operating_points(page), hs.calibration(page), hs.subgroups(page), hs.external(page),

@@ -47,6 +47,6 @@ class ReportSettings:
             raise UserError(f"--bootstrap is '{self.bootstrap}'; pass one of {', '.join(BOOTSTRAP_METHODS)}")
 
     def recorded(self) -> dict:
-        """The settings report.json records (what changes the numbers)."""
+        """The settings report.json records (what changes the numbers, and the gallery's size)."""
         return {"seed": self.seed, "n_boot": self.n_boot, "split": self.split, "ece_bins": self.ece_bins,
-                "bootstrap": self.bootstrap, "positive": list(self.positive)}
+                "bootstrap": self.bootstrap, "positive": list(self.positive), "gallery": self.gallery}
