@@ -11,7 +11,7 @@ and one baseline) -> report (``write_report``). Everything lands in one folder::
     <out>/data/                     the synthetic HAM10000 (and its resized-image cache)
     <out>/splits/ham10000.{csv,json}
     <out>/runs/ham10000/<model>/seed<seed>/
-    <out>/report/                   report.md, tables, figures
+    <out>/report/                   report.html (one page), report.md, tables, figures
 
 Training is from scratch (no pretrained weights offline) with a short, high-learning-rate recipe:
 a smoke demonstration that the loop learns, not the paper's protocol.
@@ -94,6 +94,10 @@ class DemoResult:
     def report_md(self) -> Path:
         return self.report_dir / "report.md"
 
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "report.html"
+
     def summary_lines(self) -> list[str]:
         """The headline: macro-F1 per model, where the report is, what to run next."""
         lines = ["test macro-F1 (95% bootstrap CI):"]
@@ -105,6 +109,7 @@ class DemoResult:
         lines.append(f"report: {self.report_md}")
         lines.append(f"try: {predict_command(next(iter(self.run_dirs.values())), self.data_dir)}")
         lines.append(f"demo finished in {self.seconds / 60:.1f} min; everything is under {self.out_dir}/")
+        lines.append(f"open the report in a browser: {self.report_html}")
         return lines
 
 

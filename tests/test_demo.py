@@ -55,6 +55,7 @@ def test_cli_prints_headline_and_report_location(quick_demo):
     for model in MODELS:
         assert re.search(rf"^\s+{model}\s+\d+\.\d%", result.stdout, re.M), result.stdout
     assert f"report: {out / 'report' / 'report.md'}" in result.stdout
+    assert result.stdout.rstrip().endswith(str(out / "report" / "report.html"))
     assert "from scratch" in result.stderr and "not the paper's protocol" in result.stderr
 
 
@@ -121,7 +122,7 @@ def test_run_directory_holds_every_file(quick_demo, model):
 def test_report_folder_has_tables_and_figures(quick_demo):
     out, _ = quick_demo
     report = out / "report"
-    for name in ("report.md", "report.json", "table1.md", "table1.csv", "table1.tex", "summary.csv"):
+    for name in ("report.md", "report.html", "report.json", "table1.md", "table1.csv", "table1.tex", "summary.csv"):
         assert (report / name).is_file(), name
     figures = sorted((report / "figures").rglob("*.png"))
     assert report / "figures" / "confusion_grid.png" in figures

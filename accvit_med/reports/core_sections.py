@@ -24,6 +24,8 @@ def header(data: ReportData) -> Rendered:
         f"Written by accvit-med {__version__} from the {s.split} predictions of "
         f"{len(inputs)} run(s). {render.interval_methods(s)} "
         f"ECE with {s.ece_bins} equal-width bins.", "",
+        "The whole report as one page, figures embedded, to open in a browser or mail: "
+        "[report.html](report.html).", "",
         "## Inputs", "",
         "| dataset | name | predictions | sha256 |", "|:--|:--|:--|:--|",
         *(f"| {i['dataset']} | {i['name']} | `{i['predictions']}` | `{i['sha256']}` |" for i in inputs),

@@ -1,7 +1,7 @@
 """The report as a list of sections: each a function from the report's data to its rendered part.
 
 A section returns a :class:`Rendered`: Markdown lines for report.md, tables (written as .md, .csv
-and .tex), figures (drawn only when the report is written), other text files, the JSON-ready
+and .tex), figures (drawn only when the report is written), other text files and images, the JSON-ready
 numbers it shows (stored in report.json under the section's key, so report.json holds every
 number the report prints) and notes (listed under "Notes"). The report renders the sections of
 ``reports/contents.py`` in their order; a new section is one line there.
@@ -58,6 +58,7 @@ class Rendered:
     tables: dict[str, TableFiles] = field(default_factory=dict)  # file stem -> table
     figures: dict[str, Callable[[], Figure]] = field(default_factory=dict)  # "figures/....png" -> drawer
     files: dict[str, str] = field(default_factory=dict)  # other text files: path -> content
+    images: dict[str, bytes] = field(default_factory=dict)  # PNG files made without matplotlib: path -> bytes
     data: dict | list | None = None  # JSON-ready numbers, report.json[section key]; None: not stored
     notes: list[str] = field(default_factory=list)
 

@@ -6,15 +6,17 @@ groups and notes, and under ``sections`` each section's own numbers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
 from matplotlib.figure import Figure
 
 from accvit_med import __version__
-from accvit_med.fileio import atomic_write_json, atomic_write_text
+from accvit_med.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from accvit_med.reports import figures, tables
 from accvit_med.reports.bootstrap import CI_LEVEL
+from accvit_med.reports.html import render_html
 from accvit_med.reports.sections import Rendered, ReportData, Section
 
 
@@ -41,6 +43,9 @@ def write_contents(data: ReportData, rendered: list[tuple[Section, Rendered]], f
         for path, text in part.files.items():
             atomic_write_text(folder / path, text)
             files.append(path)
+        for path, content in part.images.items():
+            atomic_write_bytes(folder / path, content)
+            files.append(path)
         drawers.update(part.figures)
     files += save_figures(drawers, folder, data.settings.progress)
 
@@ -64,7 +69,11 @@ def write_contents(data: ReportData, rendered: list[tuple[Section, Rendered]], f
     atomic_write_json(folder / "report.json", report)
     lines = [line for _, part in rendered for line in part.markdown]
     atomic_write_text(folder / "report.md", "\n".join(lines) + "\n")
-    return sorted(files + ["report.json", "report.md"])
+    # The page reads report.json's content back, so it shows exactly the numbers the JSON file holds.
+    saved = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    page_tables = {stem: table.table for _, part in rendered for stem, table in part.tables.items()}
+    atomic_write_text(folder / "report.html", render_html(saved, page_tables, folder))
+    return sorted(files + ["report.json", "report.md", "report.html"])
 
 
 def save_figures(drawers: dict[str, Callable[[], Figure]], folder: Path, progress: bool) -> list[str]:

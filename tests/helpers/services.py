@@ -25,6 +25,7 @@ REQUIRE_ENV = "ACCVIT_MED_REQUIRE"
 # name -> what it is, for messages; the name is what ACCVIT_MED_REQUIRE lists.
 SERVICES = {
     "slurm": "a one-node SLURM cluster on this machine (scripts/slurm-local.sh)",
+    "chromium": "a headless Chromium and its chromedriver (/usr/bin/chromium, /usr/bin/chromedriver)",
 }
 
 

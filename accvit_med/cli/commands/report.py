@@ -40,9 +40,13 @@ def report(
     positive: Optional[str] = typer.Option(
         None, "--positive", metavar="CLASS[,CLASS...]",
         help="Positive classes of a binary task to report at operating points (beside the data set's own tasks)."),
+    gallery: int = typer.Option(
+        12, "--gallery", metavar="N",
+        help="report.html's failure gallery: the N most confident test errors per data set (0: none)."),
 ) -> None:
     """Per-class metrics with confidence intervals, the paper's tables (Markdown, CSV, LaTeX),
-    confusion matrices and calibration figures for one or many runs.
+    confusion matrices and calibration figures for one or many runs, and report.html: all of it
+    on one self-contained page.
 
     Examples:
 
@@ -58,7 +62,7 @@ def report(
     if model is not None and len(inputs) > 1:
         raise UserError("--model names a single input; label several inputs as MODEL=PATH")
     settings = ReportSettings(seed=seed, n_boot=n_boot, split=split, paired=paired, reference=reference,
-                              ece_bins=ece_bins, bootstrap=bootstrap, progress=True,
+                              ece_bins=ece_bins, bootstrap=bootstrap, progress=True, gallery=gallery,
                               positive=tuple(c.strip() for c in positive.split(",") if c.strip()) if positive else ())
     settings.check()
     runs = [resolve_input(spec, split, dataset, model, True if ordinal else None) for spec in inputs]
@@ -108,6 +112,7 @@ def _print_summary(result) -> None:
     for note in result.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     console.print(f"report: {result.out_dir / 'report.md'}", markup=False, highlight=False)
+    console.print(f"one page, to open in a browser: {result.out_dir / 'report.html'}", markup=False, highlight=False)
 
 
 def _evidence_lines(sections: dict) -> list[str]:
