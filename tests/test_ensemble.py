@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.quadrant_runs import QUADRANT_CLASSES, SIDE, make_quadrant_folder
+from helpers.tiny_models import shrink_convnext
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import accuracy_score
-from test_gradcam import QUADRANT_CLASSES, SIDE, make_quadrant_folder, shrink_convnext
 from typer.testing import CliRunner
 
 from accvit_med.cli import app

@@ -187,7 +187,8 @@ def test_gallery_shows_the_gradcam_of_the_runs_checkpoint(tmp_path, monkeypatch)
     are those `accvit-med gradcam --misclassified` finds and draws (thumbnails of its overlays)."""
     import csv
 
-    from test_gradcam import shrink_convnext, train_quadrant_run
+    from helpers.quadrant_runs import train_quadrant_run
+    from helpers.tiny_models import shrink_convnext
     from typer.testing import CliRunner
 
     from accvit_med.cli import app
