@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 from helpers.quadrant_runs import make_quadrant_folder
 from helpers.tiny_models import shrink_convnext
+from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from accvit_med.cli import app
@@ -64,7 +65,17 @@ def test_tensorboard_events_read_back_equal_the_runs_files(split_csv, tmp_path):
         scalars = events.Scalars(tag)
         assert [s.step for s in scalars] == [1, 2, 3], tag  # the resumed run continues the curve
         assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6), tag
+    # Validation macro-F1 per epoch: at the best epoch, scikit-learn's on that epoch's predictions
+    # (predictions_val.csv is written from best.pt, the weights validated then).
+    f1_curve = events.Scalars("macro_f1/val")
+    assert [s.step for s in f1_curve] == [1, 2, 3]
     metrics = json.loads((out / "metrics.json").read_text())
+    val = pd.read_csv(out / "predictions_val.csv")
+    classes = sorted(c[len("prob_"):] for c in val.columns if c.startswith("prob_"))
+    expected = f1_score(val["label"].astype(str), val["pred"].astype(str), labels=classes, average="macro",
+                        zero_division=0)
+    best = int(history["val_loss"].idxmin())
+    assert f1_curve[best].value == pytest.approx(expected, rel=1e-6)
     assert events.Scalars("test/accuracy")[-1].value == pytest.approx(metrics["accuracy"], rel=1e-6)
     assert events.Scalars("test/macro_f1")[-1].value == pytest.approx(metrics["macro_f1"], rel=1e-6)
     assert "test/confusion_matrix" in events.Tags()["images"]
@@ -136,6 +147,7 @@ def test_mlflow_run_read_back_and_resumed(split_csv, tmp_path, mlflow_server, mo
         logged = sorted(client.get_metric_history(first_id, column), key=lambda m: m.step)
         assert [m.step for m in logged] == [1, 2, 3], column
         assert [m.value for m in logged] == pytest.approx(history[column].tolist(), rel=1e-9), column
+    assert [m.step for m in client.get_metric_history(first_id, "val_macro_f1")] == [1, 2, 3]
     metrics = json.loads((out / "metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
     assert run.data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])

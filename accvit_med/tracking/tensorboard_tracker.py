@@ -16,7 +16,8 @@ from typing import Sequence
 from accvit_med.tracking.base import flat_params, scalar_items
 
 EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
-              "val_acc": "accuracy/val", "lr": "lr", "images_per_s": "speed/images_per_s"}
+              "val_acc": "accuracy/val", "val_macro_f1": "macro_f1/val", "lr": "lr",
+              "images_per_s": "speed/images_per_s"}
 TEST_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1", "balanced_accuracy")
 
 

@@ -276,6 +276,8 @@ class FinetuneRun:
             "train_acc": totals.accuracy,
             "val_loss": val.loss,
             "val_acc": val.accuracy,
+            # For trackers (TensorBoard, MLflow); history.csv keeps its columns (HISTORY_COLUMNS).
+            "val_macro_f1": val.macro_f1,
             "lr": state.optimizer.param_groups[0]["lr"],
             "images_per_s": totals.count / max(train_seconds, 1e-9),
             "epoch_seconds": time.perf_counter() - started,

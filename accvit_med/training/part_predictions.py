@@ -41,6 +41,18 @@ class PartOutput:
     def accuracy(self) -> float:
         return float((self.preds == self.targets).double().mean())
 
+    @property
+    def macro_f1(self) -> float:
+        """The unweighted mean of per-class F1 over every class of the run (a class with no true and
+        no predicted rows scores 0, as scikit-learn's ``zero_division=0``)."""
+        classes = self.logits.shape[1]
+        index = self.targets * classes + self.preds
+        confusion = torch.bincount(index, minlength=classes * classes).view(classes, classes).double()
+        hits = confusion.diagonal()
+        denominator = confusion.sum(dim=0) + confusion.sum(dim=1)  # predicted + true, per class
+        f1 = torch.where(denominator > 0, 2 * hits / denominator.clamp(min=1), torch.zeros_like(hits))
+        return float(f1.mean())
+
 
 def gather_in_order(ctx: DistContext, rows: torch.Tensor, logits: torch.Tensor, num_rows: int) -> torch.Tensor:
     """Every process's (rows, logits) put together in row order; each row must appear once."""
