@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -198,3 +199,89 @@ def test_track_needs_its_package_and_a_known_name(split_csv, tmp_path, monkeypat
     result = runner.invoke(app, ["finetune", "--split", str(split_csv), "--out", str(tmp_path / "env")],
                            env={"ACCVIT_MED_TRACK": "wandb"})
     assert result.exit_code == 2 and "--track must be one of" in result.stderr and not (tmp_path / "env").exists()
+
+
+def test_pretraining_is_tracked_and_a_resumed_run_continues_the_curves(tmp_path):
+    """``pretrain --track tensorboard``: TensorBoard's EventAccumulator reads back history.csv's
+    losses and top-1 of both invocations (the second a --resume), one step per epoch."""
+    import numpy as np
+    from PIL import Image
+
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                                            reason="the tracking extra is not installed")
+    rng = np.random.default_rng(0)
+    for part, per_class in (("train", 2), ("val", 1)):
+        for wnid in ("n01440764", "n01443537"):
+            (tmp_path / "imagenet" / part / wnid).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "imagenet" / part / wnid / f"{i}.JPEG")
+    out = tmp_path / "run"
+    common = ["pretrain", "--data-path", str(tmp_path / "imagenet"), "--model", "accvit_femto", "--out", str(out),
+              "--workers", "0", "--device", "cpu", "--track", "tensorboard"]
+    runner = CliRunner()
+    first = runner.invoke(app, [*common, "--epochs", "2", "--warmup-epochs", "1", "--global-batch-size", "4",
+                                "--stop-after", "1"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, [*common, "--resume"])
+    assert second.exit_code == 0, second.output
+    events = event_accumulator.EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    history = pd.read_csv(out / "history.csv")
+    for column, tag in (("train_loss", "loss/train"), ("val_loss", "loss/val"), ("val_top1", "top1/val"),
+                        ("lr", "lr")):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [1, 2], tag
+        assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6), tag
+
+
+def test_pretrain_track_names_a_missing_or_unknown_tracker_in_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["pretrain", "--data-path", str(tmp_path), "--model", "accvit_femto",
+                                      "--out", str(tmp_path / "run"), "--track", "wandb"])
+    assert result.exit_code == 2 and "--track" in result.stderr and "wandb" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+SWEEP_PLAN = """
+datasets = ["folder"]
+models = ["convnext_tiny"]
+seeds = [0, 1]
+out = "runs"
+[recipe]
+epochs = 1
+weights = "none"
+batch_size = 4
+workers = 0
+image_size = 64
+randaugment_ops = 0
+"""
+
+
+def test_a_tracked_sweep_is_one_mlflow_experiment_with_a_run_per_grid_point(split_csv, tmp_path):
+    """``sweep --track mlflow``: every finetune of the plan (each its own process) logs to the same
+    store, grouped in the plan's experiment, tagged with its model and seed; read back with MlflowClient."""
+    pytest.importorskip("mlflow", reason="the tracking extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "splits").mkdir()
+    shutil.copy(split_csv.with_suffix(".json"), tmp_path / "splits" / "folder.json")
+    shutil.copy(split_csv, tmp_path / "splits" / "folder.csv")
+    (tmp_path / "plan.toml").write_text(SWEEP_PLAN)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"}
+    for name in ("ACCVIT_MED_TRACK", mlflow_tracker.EXPERIMENT_ENV):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-m", "accvit_med", "sweep", "plan.toml", "--track", "mlflow"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("accvit-med/sweep/plan")
+    assert experiment is not None, [e.name for e in client.search_experiments()]
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
+    for run in runs:
+        assert run.data.tags["model"] == "convnext_tiny" and run.info.status == "FINISHED"
+        folder = tmp_path / "runs" / "folder" / "convnext_tiny" / f"seed{run.data.tags['seed']}"
+        assert json.loads((folder / "mlflow.json").read_text())["run_id"] == run.info.run_id
+        logged = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.value for m in logged] == pytest.approx(pd.read_csv(folder / "history.csv")["val_loss"].tolist())

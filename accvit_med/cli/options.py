@@ -47,6 +47,9 @@ CalibrateOpt = Annotated[bool, typer.Option(
     "--calibrate/--no-calibrate",
     help="Ensembles: average probabilities temperature-scaled on each run's validation predictions.")]
 CheckpointOpt = Annotated[str, typer.Option("--checkpoint", help="best or last.")]
+TrackOpt = Annotated[Optional[str], typer.Option(
+    "--track", envvar="ACCVIT_MED_TRACK",
+    help="Also log the run to tensorboard (<run>/tensorboard/) or mlflow (MLFLOW_TRACKING_URI).")]
 # How to run.
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading processes.")]

@@ -74,7 +74,9 @@ class MLflowTracker:
         return data.get("run_id") if data.get("tracking_uri") == uri else None
 
     def _create(self, record: dict, uri: str) -> str:
-        dataset, model = str(record.get("dataset")), str(record.get("model"))
+        # Pre-training runs have no data set name: their experiment is accvit-med/pretrain.
+        dataset = str(record.get("dataset") or ("pretrain" if record.get("task") == "pretrain" else None))
+        model = str(record.get("model"))
         name = os.environ.get(EXPERIMENT_ENV) or f"accvit-med/{dataset}"
         experiment = self.client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)

@@ -17,7 +17,11 @@ from accvit_med.tracking.base import flat_params, scalar_items
 
 EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
               "val_acc": "accuracy/val", "val_macro_f1": "macro_f1/val", "lr": "lr",
-              "images_per_s": "speed/images_per_s"}
+              "images_per_s": "speed/images_per_s",
+              # pre-training's columns
+              "val_top1": "top1/val", "val_top5": "top5/val", "ema_val_loss": "loss/val_ema",
+              "ema_val_top1": "top1/val_ema", "ema_val_top5": "top5/val_ema", "val_agreement": "agreement/val",
+              "ema_val_agreement": "agreement/val_ema"}
 TEST_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1", "balanced_accuracy")
 
 

@@ -28,6 +28,7 @@ from accvit_med.cli.options import (
     ForceOpt,
     ResumeOpt,
     SplitOpt,
+    TrackOpt,
     WorkersOpt,
     recipe_options,
 )
@@ -58,9 +59,7 @@ def finetune(
                                           help="Recipe file (JSON, TOML or YAML) with any of these keys."),
     resume: ResumeOpt = False,
     force: ForceOpt = False,
-    track: Optional[str] = typer.Option(
-        None, "--track", envvar="ACCVIT_MED_TRACK",
-        help="Also log the run to tensorboard (<run>/tensorboard/) or mlflow (MLFLOW_TRACKING_URI)."),
+    track: TrackOpt = None,
 ) -> None:
     """Fine-tune a model on a split and write a run directory.
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from accvit_med.cli.options import DeviceOpt, ForceOpt, ResumeOpt, WorkersOpt, recipe_options, shown
+from accvit_med.cli.options import DeviceOpt, ForceOpt, ResumeOpt, TrackOpt, WorkersOpt, recipe_options, shown
 from accvit_med.training.pretrain.recipe import PretrainRecipe, per_model_defaults
 
 
@@ -42,6 +42,7 @@ def pretrain(
     stop_after: Optional[int] = typer.Option(
         None, "--stop-after",
         help="Stop after this many epochs in this invocation (time-limited jobs); continue with --resume."),
+    track: TrackOpt = None,
 ) -> None:
     """Pre-train ACC-ViT on an ImageNet-style folder with the paper's recipe (Table 4), or evaluate a checkpoint.
 
@@ -78,7 +79,8 @@ def pretrain(
 
     data = PretrainData(data_path=data_path, weights=weights)
     options = PretrainOptions(device=device, workers=workers, out=None if out is None else str(out), resume=resume,
-                              force=force, batch_size=batch_size, amp=amp, stop_after=stop_after)
+                              force=force, batch_size=batch_size, amp=amp, stop_after=stop_after,
+                              track=track)
     try:
         result = run_pretrain(model, recipe, data, options)
     except KeyboardInterrupt:

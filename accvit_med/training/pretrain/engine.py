@@ -35,8 +35,9 @@ from torch.utils.data import DataLoader
 from accvit_med.devices import resolve_device
 from accvit_med.errors import UserError
 from accvit_med.rundir.checkpoints import save_weights, training_state
-from accvit_med.rundir.layout import RunDir, default_pretrain_path
+from accvit_med.rundir.layout import RunDir, default_pretrain_path, read_run_config
 from accvit_med.rundir.record import RunRecord
+from accvit_med.tracking.base import TRACKED_FILES, check_track, open_tracker
 from accvit_med.training.context import RunContext
 from accvit_med.training.distributed import DistContext
 from accvit_med.training.engine import RunRecorder, algorithm_settings, check_start, claim_run, open_run
@@ -76,6 +77,7 @@ class PretrainOptions(RunOptions):
     batch_size: Optional[int] = None  # per process and micro-step; default global / world size
     amp: bool = True
     stop_after: Optional[int] = None  # epochs to run in this invocation (time-limited cluster jobs)
+    track: Optional[str] = None  # also send the run to tensorboard or mlflow (accvit_med.tracking)
 
 
 @dataclass
@@ -119,6 +121,7 @@ def pretrain(model: str, overrides: dict[str, Any], data: PretrainData, options:
     recipe = resolve_recipe(model, overrides, None if checkpoint is None else checkpoint["config"]["recipe"])
     if options.stop_after is not None and options.stop_after < 1:
         raise UserError(f"--stop-after must be at least 1 epoch, got {options.stop_after}")
+    check_track(options.track)  # a bad name or a missing package stops the command before any work
 
     if recipe.teacher is not None:
         from accvit_med.training.pretrain.distill import check_teacher
@@ -222,6 +225,9 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, source: PretrainDa
     recorder = RunRecorder(run, ctx, HISTORY_COLUMNS, state.history)
     recorder.start(_record(recipe, source, classes, inheritance, layout, ctx), lambda: checkpoint_state(0),
                    resumed=checkpoint is not None)
+    # Rank 0 only; a tracker that fails is one warning, never a failed run (SafeTracker).
+    tracker = open_tracker(options.track, run.path, ctx.is_main)
+    tracker.on_fit_start(read_run_config(run.path))
 
     train_sampler = RASampler(len(data.train), ctx.dist.world_size, ctx.dist.rank, reps=recipe.ra_reps,
                               seed=recipe.seed)
@@ -254,6 +260,8 @@ def _train(recipe: PretrainRecipe, layout: BatchLayout, data, source: PretrainDa
             recorder.end_epoch(row, lambda: checkpoint_state(epoch), _summary_line(row, recipe.epochs, improved),
                                best=(lambda: checkpoint_state(epoch)) if improved else None,
                                on_best=lambda: _save_best_weights(run, recipe, classes, state, epoch, row))
+            tracker.on_epoch_end(row)
+    tracker.on_fit_end({}, [run.path / name for name in TRACKED_FILES])
     return PretrainResult(out=run.path, epochs_done=len(state.history), history=state.history)
 
 
