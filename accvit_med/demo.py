@@ -157,7 +157,8 @@ def run_demo(
     if not models:
         raise UserError("no models given; pass at least one registered model name, e.g. accvit_femto")
     if per_class < 5:
-        raise UserError(f"--per-class {per_class} is too small: each class needs images in train, val and test; use 5 or more")
+        raise UserError(f"--per-class {per_class} is too small: each class needs images in train, val and test; "
+                        "use 5 or more")
     out = Path(out_dir)
     recipe_file = out / "demo-recipe.toml"
     split_csv = out / "splits" / f"{DATASET}.csv"
@@ -183,13 +184,16 @@ def run_demo(
 
     data_dir = out / "data"
     n_images = 7 * per_class
-    console.print(f"[bold]1/4 data[/]: {n_images} synthetic {jpeg_size[0]}x{jpeg_size[1]} JPEGs in the HAM10000 layout -> {data_dir}/", soft_wrap=True)
+    console.print(f"[bold]1/4 data[/]: {n_images} synthetic {jpeg_size[0]}x{jpeg_size[1]} JPEGs in the HAM10000 layout "
+                  f"-> {data_dir}/", soft_wrap=True)
     make_ham10000(data_dir, per_class=per_class, seed=seed, size=jpeg_size, images_per_lesion=images_per_lesion)
 
-    console.print(f"[bold]2/4 split[/]: accvit-med split --dataset {DATASET} --data-dir {data_dir} --out {split_csv}", soft_wrap=True)
+    console.print(f"[bold]2/4 split[/]: accvit-med split --dataset {DATASET} --data-dir {data_dir} --out {split_csv}",
+                  soft_wrap=True)
     split = create_split(DATASET, data_dir, split_csv, seed=seed, grouped=True, progress=progress)
     counts = {part: sum(per.values()) for part, per in split.manifest["counts"].items()}
-    console.print(f"  group-aware split by lesion: {counts}; leakage audit {'clean' if split.audit.clean else 'NOT clean'}", soft_wrap=True)
+    audit = "clean" if split.audit.clean else "NOT clean"
+    console.print(f"  group-aware split by lesion: {counts}; leakage audit {audit}", soft_wrap=True)
 
     atomic_write_text(recipe_file, "".join(f"{key} = {value!r}\n" for key, value in DEMO_RECIPE.items()))
     run_dirs: dict[str, Path] = {}
@@ -197,7 +201,8 @@ def run_demo(
         run_dir = default_run_path(DATASET, model, seed, root=out / "runs")
         command = [
             "accvit-med", "finetune", "--dataset", DATASET, "--split", str(split_csv), "--model", model,
-            "--weights", "none", "--epochs", str(configs[model].epochs), "--image-size", str(image_size), "--seed", str(seed),
+            "--weights", "none", "--epochs", str(configs[model].epochs), "--image-size", str(image_size),
+            "--seed", str(seed),
             "--workers", str(workers), "--cache", "--config", str(recipe_file), "--out", str(run_dir),
         ]
         console.print(f"[bold]3/4 finetune ({number}/{len(models)})[/]: {' '.join(command)}", soft_wrap=True)
@@ -205,7 +210,8 @@ def run_demo(
         run_dirs[model] = result.run_dir
 
     report_dir = out / "report"
-    console.print(f"[bold]4/4 report[/]: accvit-med report {' '.join(str(p) for p in run_dirs.values())} --out {report_dir}", soft_wrap=True)
+    run_paths = " ".join(str(p) for p in run_dirs.values())
+    console.print(f"[bold]4/4 report[/]: accvit-med report {run_paths} --out {report_dir}", soft_wrap=True)
     report = write_report(list(run_dirs.values()), report_dir, seed=0, n_boot=n_boot, progress=progress)
     macro_f1, macro_f1_ci = {}, {}
     for scored in report.datasets[DATASET]:

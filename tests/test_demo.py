@@ -115,7 +115,8 @@ def test_run_directory_holds_every_file(quick_demo, model):
     assert list(predictions.columns) == ["path", "label", "pred"] + [f"prob_{c}" for c in HAM_CLASSES] + [
         "meta_age", "meta_sex", "meta_localization", "meta_dx_type"]
     metrics = json.loads((run / "metrics.json").read_text())
-    expected = f1_score(predictions["label"], predictions["pred"], labels=list(HAM_CLASSES), average="macro", zero_division=0)
+    expected = f1_score(predictions["label"], predictions["pred"], labels=list(HAM_CLASSES), average="macro",
+                        zero_division=0)
     assert metrics["macro_f1"] == pytest.approx(expected, abs=1e-9)
 
 
@@ -219,7 +220,7 @@ def test_baselines_get_fewer_epochs_than_acc_vit():
 def test_printed_predict_command_works(quick_demo, tmp_path):
     """The demo's "try: accvit-med predict ..." line runs as printed (demo runs are ordinary runs)."""
     out, result = quick_demo
-    line = next(l for l in result.stdout.splitlines() if l.startswith("try: accvit-med predict "))
+    line = next(printed for printed in result.stdout.splitlines() if printed.startswith("try: accvit-med predict "))
     args = shlex.split(line[len("try: "):])[1:]
     predicted = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "p.csv"), "--workers", "0"])
     assert predicted.exit_code == 0, predicted.output + predicted.stderr

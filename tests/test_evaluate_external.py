@@ -50,7 +50,8 @@ def _expected_left_out(isic: Path, split_csv: Path) -> tuple[set[str], set[str],
     split = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
     truth["id"] = truth["image"].str.replace("_downsampled", "", regex=False)
     truth["cls"] = truth[["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]].idxmax(axis=1)
-    truth = truth.merge(meta.assign(id=meta["image"].str.replace("_downsampled", "", regex=False))[["id", "lesion_id"]], on="id")
+    lesion_of_image = meta.assign(id=meta["image"].str.replace("_downsampled", "", regex=False))[["id", "lesion_id"]]
+    truth = truth.merge(lesion_of_image, on="id")
     split["id"] = split["path"].str.extract(r"(ISIC_\d+)\.jpg$", expand=False)
     seen = truth["id"].isin(split["id"])
     lesions = set(split["group"]) | set(truth.loc[seen, "lesion_id"])
@@ -93,7 +94,8 @@ def test_external_evaluation_leaves_out_the_runs_images_and_lesions(ham_run, eva
     assert metrics["n"] == len(evaluated)
     assert metrics["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["pred"]))
     assert metrics["macro_f1"] == pytest.approx(
-        f1_score(predictions["label"], predictions["pred"], labels=sorted(TO_HAM.values()), average="macro", zero_division=0))
+        f1_score(predictions["label"], predictions["pred"], labels=sorted(TO_HAM.values()), average="macro",
+                 zero_division=0))
     assert read_marker(folder)["kind"] == "external" and "external" in read_marker(run)["contents"]
     assert owned_by_us(run, "run")  # so finetune --force may still replace the whole run
 
@@ -142,10 +144,12 @@ def test_report_shows_the_flow_the_subgroups_and_external_results_apart(ham_run,
     # Flow: the manifest's counts, which are the split CSV's.
     flow = report["sections"]["flow"]["ham10000"]["flow"]
     crosstab = pd.crosstab(split["split"], split["label"])
-    assert flow["counts"] == {s: {c: int(crosstab.at[s, c]) for c in crosstab.columns} for s in ("train", "val", "test")}
+    expected_counts = {s: {c: int(crosstab.at[s, c]) for c in crosstab.columns} for s in ("train", "val", "test")}
+    assert flow["counts"] == expected_counts
     parts = report["sections"]["flow"]["ham10000"]["characteristics"]["partitions"]
     ages = pd.to_numeric(split.loc[split["split"] == "train", "age"], errors="coerce").dropna()
-    assert parts["train"]["age"]["mean"] == pytest.approx(ages.mean()) and parts["train"]["age"]["sd"] == pytest.approx(ages.std())
+    train_age = parts["train"]["age"]
+    assert train_age["mean"] == pytest.approx(ages.mean()) and train_age["sd"] == pytest.approx(ages.std())
     assert (out / "figures" / "ham10000" / "flow.png").is_file()
     # One subgroup table per clinical task HAM10000 declares, each with the task's sensitivity.
     tables = report["sections"]["subgroups"]

@@ -68,9 +68,11 @@ def test_probabilities_equal_the_models_softmax_on_the_preprocessed_image(run_di
     assert result.predicted == [QUADRANT_CLASSES[i] for i in expected.argmax(axis=1)]
 
     h = predict_images(run, paths, tta="h", batch_size=4, progress=False)
-    np.testing.assert_allclose(h.probabilities, [reference_probabilities(run.model, p, run.image_size, (-1,)) for p in paths], atol=1e-5)
+    np.testing.assert_allclose(
+        h.probabilities, [reference_probabilities(run.model, p, run.image_size, (-1,)) for p in paths], atol=1e-5)
     hv = predict_images(run, paths, tta="hv", batch_size=5, progress=False)
-    np.testing.assert_allclose(hv.probabilities, [reference_probabilities(run.model, p, run.image_size, (-1, -2)) for p in paths], atol=1e-5)
+    np.testing.assert_allclose(
+        hv.probabilities, [reference_probabilities(run.model, p, run.image_size, (-1, -2)) for p in paths], atol=1e-5)
     assert not np.allclose(h.probabilities, result.probabilities, atol=1e-7)  # the flip did something
 
 
@@ -110,7 +112,8 @@ def test_unreadable_image_stops_everything_or_is_skipped(run_dir, images, tmp_pa
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "broken.png" in result.stderr
     assert "--skip-bad" in result.stderr and not out.exists()
 
-    result = runner.invoke(app, ["predict", "--run", str(run_dir), str(images), "--out", str(out), "--workers", "0", "--skip-bad"])
+    result = runner.invoke(app, ["predict", "--run", str(run_dir), str(images), "--out", str(out), "--workers", "0",
+                                 "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert "skipped unreadable image" in result.stderr and "broken.png" in result.stderr
     frame = pd.read_csv(out)

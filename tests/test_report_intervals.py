@@ -122,7 +122,8 @@ def test_cli_bootstrap_option(tmp_path, without_figures):
 
     y, pred, probs = all_right_or_all_wrong(5)
     write_predictions(tmp_path / "p.csv", [f"i{i}" for i in range(len(y))], y, pred, probs, BUSI)
-    bad = CliRunner().invoke(app, ["report", str(tmp_path / "p.csv"), "-o", str(tmp_path / "b"), "--bootstrap", "cases"])
+    bad = CliRunner().invoke(
+        app, ["report", str(tmp_path / "p.csv"), "-o", str(tmp_path / "b"), "--bootstrap", "cases"])
     assert bad.exit_code == 2 and "--bootstrap is 'cases'" in bad.stderr and not (tmp_path / "b").exists()
     good = CliRunner().invoke(app, ["report", str(tmp_path / "p.csv"), "-o", str(tmp_path / "s"), "--n-boot", "30",
                                     "--bootstrap", "stratified"])

@@ -133,7 +133,8 @@ def test_figures_mark_the_points_and_label_both_reliability_curves():
     assert tuple(marked) == pytest.approx((1 - youden["specificity"], youden["sensitivity"]))
     probs = rng.dirichlet(np.ones(3), 50)
     y = rng.integers(0, 3, 50)
-    raw, calibrated = reliability_bins(probs, y), reliability_bins(probs ** 0.5 / (probs ** 0.5).sum(1, keepdims=True), y)
+    tempered = probs ** 0.5 / (probs ** 0.5).sum(1, keepdims=True)
+    raw, calibrated = reliability_bins(probs, y), reliability_bins(tempered, y)
     ax = figures.reliability_comparison_figure(raw, calibrated, 2.0, "m").axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert f"raw (ECE {100 * raw['ece']:.1f}%)" in labels

@@ -32,9 +32,11 @@ def make_seed_run(root: Path, model: str, seed: int, skill: float, n: int = 60) 
         {"model": model, "dataset": "busi", "classes": BUSI, "ordinal": False, "recipe": recipe}))
     with open(run / "history.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_seconds"])
+        writer.writerow(
+            ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_seconds"])
         for epoch in (1, 2, 3):
-            writer.writerow([epoch, 1.0 / epoch + seed / 10, 0.5 + epoch / 10, 1.2 / epoch, 0.4 + epoch / 10, 5e-5, 10, 1])
+            writer.writerow(
+                [epoch, 1.0 / epoch + seed / 10, 0.5 + epoch / 10, 1.2 / epoch, 0.4 + epoch / 10, 5e-5, 10, 1])
     return run
 
 
@@ -75,7 +77,8 @@ def test_table1_and_summary_show_mean_and_sd_over_seeds(seeded):
             assert table1[f"{model} (3 seeds)"][column] == expected
             for seed, value in zip(SEEDS, values):  # per-seed rows in the CSV only
                 assert float(table1[f"{model}@seed{seed}"][column]) == pytest.approx(value, abs=0.006)
-    assert float(table1["convnext_tiny"][f1]) == pytest.approx(100 * sklearn_scores(runs[("convnext_tiny", 0)])["macro_f1"], abs=0.006)
+    convnext_f1 = 100 * sklearn_scores(runs[("convnext_tiny", 0)])["macro_f1"]
+    assert float(table1["convnext_tiny"][f1]) == pytest.approx(convnext_f1, abs=0.006)
     markdown = (out / "table1.md").read_text()
     assert "swin_t (3 seeds)" in markdown and "swin_t@seed0" not in markdown
     summary = read_rows(out / "summary.csv")
@@ -98,7 +101,8 @@ def test_paired_comparisons_pair_the_same_seed(seeded):
     expected |= {(f"accvit_tiny@seed{s}", "convnext_tiny") for s in SEEDS}
     assert pairs == expected
     groups = json.loads((out / "report.json").read_text())["seed_groups"]["busi"]
-    assert {g["label"]: g["seeds"] for g in groups} == {"accvit_tiny (3 seeds)": [0, 1, 2], "swin_t (3 seeds)": [0, 1, 2]}
+    assert {g["label"]: g["seeds"] for g in groups} == {
+        "accvit_tiny (3 seeds)": [0, 1, 2], "swin_t (3 seeds)": [0, 1, 2]}
 
 
 def test_learning_curves_per_run_and_overlay(seeded):

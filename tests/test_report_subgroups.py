@@ -46,7 +46,8 @@ def test_per_level_numbers_match_fairlearn_metricframe():
     analysis = compute_subgroups(p, positive=POSITIVE, n_boot=200, seed=1)
     truth_pos = np.isin(p.labels, POSITIVE).astype(int)
     pred_pos = np.isin(p.preds, POSITIVE).astype(int)
-    sensitive = {"age": _age_bins(p.metadata["age"]), "sex": p.metadata["sex"], "localization": p.metadata["localization"]}
+    sensitive = {"age": _age_bins(p.metadata["age"]), "sex": p.metadata["sex"],
+                 "localization": p.metadata["localization"]}
     for column in analysis.columns:
         frame = fairlearn.MetricFrame(
             metrics={"accuracy": accuracy_score, "macro_f1": partial(f1_score, average="macro", zero_division=0)},
@@ -55,7 +56,8 @@ def test_per_level_numbers_match_fairlearn_metricframe():
             metrics={"sensitivity": partial(recall_score, zero_division=0),
                      "specificity": partial(recall_score, pos_label=0, zero_division=0),
                      "count": fairlearn.count, "prevalence": lambda y, _: float(np.mean(y))},
-            y_true=truth_pos, y_pred=pred_pos, sensitive_features=pd.Series(sensitive[column.column], name=column.column))
+            y_true=truth_pos, y_pred=pred_pos,
+            sensitive_features=pd.Series(sensitive[column.column], name=column.column))
         assert {lv.level for lv in column.levels} == set(frame.by_group.index)
         for lv in column.levels:
             assert lv.n == binary.by_group.loc[lv.level, "count"]

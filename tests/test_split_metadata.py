@@ -129,7 +129,8 @@ def test_report_flow_and_characteristics_are_the_split_files_numbers(tmp_path):
 
     root = synthetic.make_ham10000(tmp_path / "ham", per_class={"akiec": 8, "bcc": 9, "bkl": 12, "df": 8,
                                                                 "mel": 10, "nv": 20, "vasc": 8}, size=(16, 12), seed=5)
-    shutil.copyfile(sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[0], root / "HAM10000_images_part_1" / "._x.jpg")
+    part_1 = root / "HAM10000_images_part_1"
+    shutil.copyfile(sorted(part_1.glob("*.jpg"))[0], part_1 / "._x.jpg")
     out = tmp_path / "ham.csv"
     assert _split("--dataset", "ham10000", "--data-dir", root, "--out", out).exit_code == 0
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)

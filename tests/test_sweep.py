@@ -75,7 +75,8 @@ def one_line_error(args, cwd: Path) -> str:
 
 @pytest.mark.parametrize("change, expected", [
     (('"accvit_femto"]', '"accvit_femto", "resnet9000"]'), "unknown model 'resnet9000'"),
-    (('datasets = ["folder"]', 'datasets = ["folder", "busi"]'), "split file 'splits/busi.csv' for data set 'busi' does not exist"),
+    (('datasets = ["folder"]', 'datasets = ["folder", "busi"]'),
+     "split file 'splits/busi.csv' for data set 'busi' does not exist"),
     (("lr = ", "learning_rate = "), "unknown recipe key 'learning_rate'"),
     (("lr = ", "seed = 3\nlr = "), "sets 'seed', which the grid sets"),
     (("lr = 0.001", "lr = 0.001\n[recipe.busi]\nepochs = 3"), "[recipe.busi] but 'busi' is not in datasets"),
@@ -146,19 +147,21 @@ def test_plan_checks_status_and_slurm_task_do_not_import_torch(work, tmp_path):
     # with torchvision ImageNet weights, the fixed-size MaxViT; then a model too wide to inherit.
     splits = f'[splits]\nfolder = "{work / "splits" / "folder.csv"}"\n'
     good = (work / "plan.toml").read_text().replace('"accvit_femto"]', '"accvit_tiny", "convnext_tiny", "maxvit_t"]')
-    good = good.replace('weights = "none"', 'weights = "imagenet"').replace('out = "runs"', f'out = "{tmp_path / "out"}"')
+    good = good.replace('weights = "none"', 'weights = "imagenet"')
+    good = good.replace('out = "runs"', f'out = "{tmp_path / "out"}"')
     (tmp_path / "good.toml").write_text(good + splits)
     (tmp_path / "wide.toml").write_text(good.replace('"accvit_tiny",', '"accvit_small",') + splits)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     task = tmp_path / "task.pkl"
-    result = subprocess.run([sys.executable, "-c", NO_TORCH_PROBE, tmp_path / "good.toml", tmp_path / "wide.toml", task],
-                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    probe = [sys.executable, "-c", NO_TORCH_PROBE, tmp_path / "good.toml", tmp_path / "wide.toml", task]
+    result = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     counts, wide_error, imported = result.stdout.strip().splitlines()
     assert counts == "6 6"
     assert "accvit_small is wider than MaxViT-T" in wide_error
     assert imported == "[]"
-    worker = subprocess.run([sys.executable, "-c", WORKER_PROBE, task], cwd=tmp_path, env=env, capture_output=True, text=True)
+    worker = subprocess.run([sys.executable, "-c", WORKER_PROBE, task], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
     assert worker.returncode == 0, worker.stderr
     assert worker.stdout.strip() == "SweepTask folder/accvit_tiny/seed0 []"
     assert not (tmp_path / "out").exists()
@@ -246,7 +249,8 @@ def test_killed_sweep_resumes_and_reruns_skip(work, monkeypatch):
     (work / "plan.toml").write_text(PLAN.format(lr=2e-3))
     changed = _sweep(work)
     assert changed.exit_code == 0, changed.output
-    assert changed.stdout.count("recipe differs, left alone") == 2 and "lr: 0.001 in the run, 0.002 in the plan" in changed.stdout
+    assert changed.stdout.count("recipe differs, left alone") == 2
+    assert "lr: 0.001 in the run, 0.002 in the plan" in changed.stdout
     assert {seed: (run / "metrics.json").stat().st_mtime_ns for seed, run in runs.items()} == stamps
     dry = _sweep(work, "--dry-run", "--force")
     assert dry.stdout.count("start again (--force)") == 2 and dry.stdout.count(" --force") >= 2

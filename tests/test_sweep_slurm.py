@@ -71,7 +71,8 @@ def _slurm_missing() -> str | None:
 
 
 def _env(conf: Path, delay: float | None) -> dict:
-    env = {**os.environ, "SLURM_CONF": str(conf), "PYTHONPATH": os.pathsep.join([str(ROOT), str(SLOW_STEPS)]), "OMP_NUM_THREADS": "1"}
+    python_path = os.pathsep.join([str(ROOT), str(SLOW_STEPS)])
+    env = {**os.environ, "SLURM_CONF": str(conf), "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
     env.pop(STEP_DELAY_ENV, None)
     if delay:
         env[STEP_DELAY_ENV] = str(delay)  # slows each batch so a task can be cancelled mid-run
@@ -96,7 +97,8 @@ def _squeue(env: dict) -> str:
 
 def test_slurm_sweep_survives_a_cancelled_task(cluster, tmp_path):
     make_image_folder(tmp_path / "images", classes=("a", "b"), per_class=6, size=(36, 36), seed=3)
-    create_split("folder", tmp_path / "images", tmp_path / "splits" / "folder.csv", seed=0, grouped=False, progress=False)
+    create_split("folder", tmp_path / "images", tmp_path / "splits" / "folder.csv", seed=0, grouped=False,
+                 progress=False)
     (tmp_path / "plan.toml").write_text(PLAN)
     runs = {f"{m}/seed{s}": tmp_path / "runs" / "folder" / m / f"seed{s}"
             for m in ("accvit_femto", "accvit_pico") for s in (0, 1)}
@@ -126,7 +128,7 @@ def test_slurm_sweep_survives_a_cancelled_task(cluster, tmp_path):
 
     status = _sweep(tmp_path, _env(cluster, None), "--status")
     assert status.returncode == 0, status.stderr
-    line = next(l for l in status.stdout.splitlines() if f"folder/{victim}" in l)
+    line = next(row for row in status.stdout.splitlines() if f"folder/{victim}" in row)
     assert "failed" in line and job_ids[victim] in line, status.stdout
 
     again = _sweep(tmp_path, _env(cluster, None), "--launcher", "slurm", "--wait", timeout=280)

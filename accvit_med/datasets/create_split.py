@@ -58,7 +58,8 @@ def protocol_grouping(protocol: str, grouped: Optional[bool], ratios: Sequence[f
     if any(abs(a - b) > 1e-9 for a, b in zip(normalise_ratios(ratios), PAPER_RATIOS)):
         raise UserError("--protocol paper fixes the ratios at 60,20,20; drop --ratios (or use --protocol grouped)")
     if dedupe:
-        raise UserError("--dedupe groups near-identical images, which --protocol paper (per image) ignores; drop one of them")
+        raise UserError("--dedupe groups near-identical images, which --protocol paper (per image) ignores; "
+                        "drop one of them")
     return False
 
 

@@ -97,7 +97,8 @@ def flow_figure(flow: DataFlow) -> Figure:
     arrow(32, 85.5, 32, 58.5)
     arrow(32, 72, 59.5, 72)
     grouping = "group-aware split" if flow.grouped else "image-level split"
-    extra = f"\n{flow.byte_identical_files_grouped} byte-identical files kept, grouped" if flow.byte_identical_files_grouped else ""
+    n_identical = flow.byte_identical_files_grouped
+    extra = f"\n{n_identical} byte-identical files kept, grouped" if n_identical else ""
     box(32, 54, 40, 8, f"{flow.samples} images in the split ({grouping}){extra}")
     for i, s in enumerate(SPLITS):
         x = 17 + 33 * i

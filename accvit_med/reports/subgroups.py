@@ -212,7 +212,8 @@ def compute_subgroups(
     results = []
     for column in names:
         levels = levels_of(column, predictions.metadata[column])
-        order = list(AGE_BINS) if column.lower() in AGE_COLUMNS else sorted(set(levels), key=lambda v: (v == "unknown", v))
+        order = (list(AGE_BINS) if column.lower() in AGE_COLUMNS
+                 else sorted(set(levels), key=lambda v: (v == "unknown", v)))
         rows = []
         for level in order:
             mask = levels == level
@@ -249,7 +250,8 @@ def render_subgroups(analysis: SubgroupAnalysis) -> list[str]:
     if task:
         caption += (f" Binary task {task['name']} (positive: {', '.join(task['positive'])}); "
                     f"decision: {task['decision']}.")
-    lines += [caption, "", "| " + " | ".join(header) + " |", "|" + "|".join([":--"] * 2 + ["--:"] * (len(header) - 2)) + "|"]
+    alignment = "|" + "|".join([":--"] * 2 + ["--:"] * (len(header) - 2)) + "|"
+    lines += [caption, "", "| " + " | ".join(header) + " |", alignment]
     for column in analysis.columns:
         title = f"{column.column} (binned)" if column.binned else column.column
         for lv in column.levels:

@@ -34,12 +34,16 @@ class Decision:
     def why(self) -> str:
         s = self.state
         if s.done and not (s.differs and self.action == "restart"):
-            return "done" + (f" (recipe differs, left alone; --force starts it again: {'; '.join(s.differs)})" if s.differs else "")
+            note = (f" (recipe differs, left alone; --force starts it again: {'; '.join(s.differs)})"
+                    if s.differs else "")
+            return "done" + note
         if s.active:
             return f"{s.state} (job {s.job_id})" if s.job_id else s.state
         if s.differs and self.action == "skip":
             return f"recipe differs, left alone (--force starts it again): {'; '.join(s.differs)}"
-        return {"start": "start", "resume": f"resume after epoch {s.last_epoch}", "restart": "start again (--force)"}[self.action]
+        return {
+            "start": "start", "resume": f"resume after epoch {s.last_epoch}", "restart": "start again (--force)",
+        }[self.action]
 
 
 def decide(plan: SweepPlan, force: bool = False, slurm: Optional[bool] = None) -> list[Decision]:

@@ -135,7 +135,8 @@ def time_minutes(text: str) -> int:
 
 def _list(plan: Path, data: dict, key: str, kind: type) -> list:
     values = data.get(key)
-    if not isinstance(values, list) or not values or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+    if (not isinstance(values, list) or not values
+            or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values)):
         example = {"datasets": '["ham10000"]', "models": '["accvit_tiny"]', "seeds": "[0, 1, 2]"}[key]
         raise UserError(f"plan '{plan}' needs {key} = a non-empty list of {kind.__name__}s, e.g. {key} = {example}")
     if len(set(values)) != len(values):
@@ -152,7 +153,8 @@ def _recipe_table(plan: Path, table: Any, where: str) -> dict[str, Any]:
             raise UserError(f"plan '{plan}': {where} sets '{key}', which the grid sets for each run; "
                             "use datasets/models/seeds (or [splits]) instead")
         if key not in RECIPE_KEYS:
-            raise UserError(f"plan '{plan}': {where} has unknown recipe key '{key}'; known keys: {', '.join(RECIPE_KEYS)}")
+            raise UserError(f"plan '{plan}': {where} has unknown recipe key '{key}'; "
+                            f"known keys: {', '.join(RECIPE_KEYS)}")
     return table
 
 
@@ -173,7 +175,8 @@ def _slurm_settings(plan: Path, table: Any) -> SlurmSettings:
                                 f"({'0 or more' if name == 'gpus_per_run' else 'at least 1'}), got {value!r}")
         elif name == "setup":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise UserError(f"plan '{plan}': [slurm] setup must be a list of shell lines, e.g. [\"module load cuda\"]")
+                raise UserError(f"plan '{plan}': [slurm] setup must be a list of shell lines, "
+                                "e.g. [\"module load cuda\"]")
             value = tuple(value)
         elif not isinstance(value, str):
             raise UserError(f"plan '{plan}': [slurm] {name} must be a string, got {value!r}")
@@ -200,7 +203,8 @@ def load_plan(path: str | os.PathLike) -> SweepPlan:
         raise UserError(f"plan '{plan_path}' is not valid TOML: {err}") from None
     unknown = sorted(set(data) - set(PLAN_KEYS))
     if unknown:
-        raise UserError(f"plan '{plan_path}' has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(PLAN_KEYS)}")
+        raise UserError(f"plan '{plan_path}' has unknown key(s) {', '.join(unknown)}; "
+                        f"known keys: {', '.join(PLAN_KEYS)}")
     datasets = _list(plan_path, data, "datasets", str)
     models = _list(plan_path, data, "models", str)
     seeds = _list(plan_path, data, "seeds", int)
@@ -218,10 +222,12 @@ def load_plan(path: str | os.PathLike) -> SweepPlan:
                             "add it to datasets or remove the table")
     splits = data.get("splits", {})
     if not isinstance(splits, dict) or not all(isinstance(v, str) for v in splits.values()):
-        raise UserError(f"plan '{plan_path}': [splits] must map data set names to split files, e.g. busi = \"splits/busi.csv\"")
+        raise UserError(f"plan '{plan_path}': [splits] must map data set names to split files, "
+                        "e.g. busi = \"splits/busi.csv\"")
     for name in splits:
         if name not in datasets:
-            raise UserError(f"plan '{plan_path}': [splits] names '{name}', which is not in datasets; add it or remove the line")
+            raise UserError(f"plan '{plan_path}': [splits] names '{name}', which is not in datasets; "
+                            "add it or remove the line")
     slurm = _slurm_settings(plan_path, data.get("slurm"))
 
     folds = data.get("folds")

@@ -43,7 +43,8 @@ class SweepTask(Checkpointable):
         code = run_one(run, force=force, gpus=gpus, launcher="slurm")
         if code != 0:
             # Raising marks the SLURM task failed (sacct, submitit) as well as logs/sweep.json.
-            raise RuntimeError(f"{run.name}: finetune exited with code {code}; see {run.run_dir / 'logs' / 'finetune.log'}")
+            log_file = run.run_dir / "logs" / "finetune.log"
+            raise RuntimeError(f"{run.name}: finetune exited with code {code}; see {log_file}")
         return code
 
 

@@ -58,7 +58,8 @@ def load_target(dataset: Optional[str], data_dir: Optional[str | os.PathLike],
                 split_file: Optional[str | os.PathLike], name: Optional[str]) -> ExternalTarget:
     """The external data set from ``dataset`` + ``data_dir``, or from a split file (all its rows)."""
     if (dataset is None) == (split_file is None):
-        raise UserError("external evaluation needs --dataset NAME (with --data-dir DIR) or --external-split FILE, not both")
+        raise UserError("external evaluation needs --dataset NAME (with --data-dir DIR) or --external-split FILE, "
+                        "not both")
     if split_file is not None:
         from accvit_med.datasets.splits import read_split
 
@@ -176,8 +177,9 @@ def evaluate_external(
                         f"{run_config['classes']}; the run directory is damaged")
     output = _predict(model, config, target, kept, run_classes, console or Console(stderr=True),
                       Normalisation.of_weights(run_config.get("weights")))
+    class_map_file = None if class_map is None else str(class_map)
     metrics, text = _outputs(output, kept, target, run_classes, run_config, match, overlap, lines,
-                             {"checkpoint": checkpoint, "epoch": epoch, "class_map_file": None if class_map is None else str(class_map)})
+                             {"checkpoint": checkpoint, "epoch": epoch, "class_map_file": class_map_file})
     if out is None:
         _allow_external_in_run(run_path)
     _write_atomically(folder, {"predictions.csv": text, "metrics.json": metrics})
@@ -210,7 +212,8 @@ def _outputs(output, kept, target, run_classes, run_config, match, overlap, line
     metadata = dict(output.dataset.metadata)
     metadata["target_label"] = kept["label"].tolist()  # the external data set's own class name
     text = predictions_csv(output.dataset.paths, targets, preds, probs, run_classes, metadata)
-    metrics = classification_metrics(targets, preds, probs, run_classes, bool(run_config.get("ordinal", False)), warn=False)
+    ordinal = bool(run_config.get("ordinal", False))
+    metrics = classification_metrics(targets, preds, probs, run_classes, ordinal, warn=False)
     label_counts = target.frame["label"].value_counts()
     metrics["external"] = {
         "name": target.name,
@@ -253,7 +256,8 @@ def _write_atomically(folder: Path, files: dict) -> None:
     try:
         os.chmod(staging, 0o755)
         for file_name, content in files.items():
-            text = content if isinstance(content, str) else json.dumps(content, indent=2, sort_keys=True, default=str) + "\n"
+            text = (content if isinstance(content, str)
+                    else json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
             (staging / file_name).write_text(text, encoding="utf-8")
         write_marker(staging, EXTERNAL_KIND, EXTERNAL_FILES)
         if folder.exists() and any(folder.iterdir()):

@@ -46,7 +46,8 @@ def _run_split(record: RunRecord, data_dir: Optional[str]) -> Split:
 
     path = record.split.existing()
     if path is None:
-        raise UserError(f"the run's split '{record.split.absolute_path}' no longer exists; restore it to evaluate this run")
+        raise UserError(f"the run's split '{record.split.absolute_path}' no longer exists; "
+                        "restore it to evaluate this run")
     return read_split(path, root=data_dir)
 
 
@@ -78,7 +79,8 @@ def evaluate_run(
     split = _run_split(record, config.data_dir)
     check_classes(list(record.classes), split.classes, f"checkpoint '{checkpoint}.pt' of '{run.path}'")
     if split.sha256 != record.split.sha256:
-        raise UserError(f"split '{split.csv_path}' changed since the run was trained (sha256 differs); restore the original split file")
+        raise UserError(f"split '{split.csv_path}' changed since the run was trained (sha256 differs); "
+                        "restore the original split file")
     model, state = load_run_model(run, record, checkpoint, model_factory)
     target = resolve_device(config.device)
     model.to(target)

@@ -30,13 +30,16 @@ def demo(
         None, "--model", help="Model to train; repeat for several.", show_default=" and ".join(DEFAULT_MODELS)
     ),
     epochs: Optional[int] = typer.Option(
-        None, "--epochs", help="Epochs per model.", show_default=f"{_DEMO_DEFAULTS['epochs']}; --quick: {QUICK['epochs']}"
+        None, "--epochs", help="Epochs per model.",
+        show_default=f"{_DEMO_DEFAULTS['epochs']}; --quick: {QUICK['epochs']}",
     ),
     per_class: Optional[int] = typer.Option(
         None, "--per-class", help="Images per class.",
         show_default=f"{_DEMO_DEFAULTS['per_class']}; --quick: {QUICK['per_class']}",
     ),
-    seed: int = typer.Option(_DEMO_DEFAULTS["seed"], "--seed", help="Seed of the synthetic data, the split and training."),
+    seed: int = typer.Option(
+        _DEMO_DEFAULTS["seed"], "--seed", help="Seed of the synthetic data, the split and training."
+    ),
 ) -> None:
     """Run the whole pipeline on a small synthetic HAM10000 made on the spot (no download needed).
 

@@ -20,7 +20,8 @@ def evaluate(
     checkpoint: CheckpointOpt = "best",
     split: str = typer.Option("test", "--split", help="train, val or test."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help="With --dataset: the external data set's folder; else the run's data root, if it moved."),
+        None, "--data-dir",
+        help="With --dataset: the external data set's folder; else the run's data root, if it moved."),
     dataset: Optional[str] = typer.Option(
         None, "--dataset", help="Score the run on this external data set (e.g. isic2019) instead of its own split."),
     external_split: Optional[Path] = typer.Option(

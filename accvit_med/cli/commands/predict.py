@@ -17,14 +17,21 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    inputs: Annotated[List[Path], typer.Argument(metavar="IMAGES_OR_FOLDERS", help="Image files and/or folders (searched recursively).")],
+    inputs: Annotated[List[Path], typer.Argument(
+        metavar="IMAGES_OR_FOLDERS", help="Image files and/or folders (searched recursively).")],
     runs: Optional[List[Path]] = typer.Option(
         None, "--run", help="Run directory written by `accvit-med finetune`; repeat it for the runs' ensemble."),
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="Model exported by `accvit-med export` (ONNX Runtime, CPU; no PyTorch); instead of --run."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (path,pred,prob_<class>...); without it, only the table is printed."),
+    onnx: Optional[Path] = typer.Option(
+        None, "--onnx",
+        help="Model exported by `accvit-med export` (ONNX Runtime, CPU; no PyTorch); instead of --run."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="CSV to write (path,pred,prob_<class>...); without it, only the table is printed."),
     checkpoint: CheckpointOpt = "best",
-    tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, h (+ horizontal flip) or hv (+ horizontal and vertical flips)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out unreadable images (listed on stderr) instead of stopping."),
+    tta: str = typer.Option(
+        "none", "--tta",
+        help="Test-time augmentation: none, h (+ horizontal flip) or hv (+ horizontal and vertical flips)."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Leave out unreadable images (listed on stderr) instead of stopping."),
     batch_size: BatchSizeOpt = 32,
     workers: shown(WorkersOpt, "min(4, CPUs)") = None,
     device: DeviceOpt = "auto",

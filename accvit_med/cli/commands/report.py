@@ -26,7 +26,8 @@ def report(
     split: str = typer.Option("test", help="Which predictions_<split>.csv to read from run directories."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name for inputs without a config.json."),
     model: Optional[str] = typer.Option(None, help="Model name for a single input without a config.json."),
-    ordinal: bool = typer.Option(False, "--ordinal", help="Treat classes as ordinal grades (adds quadratic weighted kappa)."),
+    ordinal: bool = typer.Option(
+        False, "--ordinal", help="Treat classes as ordinal grades (adds quadratic weighted kappa)."),
     seed: int = typer.Option(0, help="Seed of the bootstrap resamples."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (0: no intervals, no paired tests)."),
     reference: Optional[str] = typer.Option(

@@ -177,8 +177,8 @@ def _print_result(result) -> None:
     if manifest.get("subgroups"):
         console.print(f"subgroup columns kept: {', '.join(manifest['subgroups'])}", markup=False, soft_wrap=True)
     mode = "group-aware" if manifest["grouped"] else "image-level"
-    console.print(f"{mode} split ({manifest['protocol']} protocol) of {manifest['n_samples']} images, seed {manifest['seed']}",
-                  markup=False, soft_wrap=True)
+    console.print(f"{mode} split ({manifest['protocol']} protocol) of {manifest['n_samples']} images, "
+                  f"seed {manifest['seed']}", markup=False, soft_wrap=True)
     findings = result.audit.lines()
     console.print("leakage audit: " + ("clean" if not findings else "see below"), markup=False, soft_wrap=True)
     for line in findings:

@@ -14,16 +14,22 @@ def register(app: typer.Typer) -> None:
 
 
 def sweep(
-    plan_file: Path = typer.Argument(..., metavar="PLAN.toml", help="The plan: datasets, models, seeds, out, [recipe], [slurm]."),
-    launcher: str = typer.Option("local", "--launcher", help="local (this machine) or slurm (a job array via submitit)."),
+    plan_file: Path = typer.Argument(
+        ..., metavar="PLAN.toml", help="The plan: datasets, models, seeds, out, [recipe], [slurm]."),
+    launcher: str = typer.Option(
+        "local", "--launcher", help="local (this machine) or slurm (a job array via submitit)."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="local: one run per GPU at once, e.g. 0,1,2,3.",
                                       show_default="one run at a time"),
-    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="slurm: at most this many array tasks at once (the % limit)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print each run, what would happen to it and its command; start nothing."),
-    status: bool = typer.Option(False, "--status", help="Print each run's state, last epoch, best val loss, test macro-F1 and job id."),
+    max_parallel: Optional[int] = typer.Option(
+        None, "--max-parallel", help="slurm: at most this many array tasks at once (the % limit)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print each run, what would happen to it and its command; start nothing."),
+    status: bool = typer.Option(
+        False, "--status", help="Print each run's state, last epoch, best val loss, test macro-F1 and job id."),
     force: bool = typer.Option(False, "--force", help="Start again the runs whose recipe differs from the plan's."),
     wait: bool = typer.Option(False, "--wait", help="slurm: return only when no run of the plan is queued or running."),
-    track: Optional[str] = typer.Option(None, "--track", help="Every run also logs to tensorboard or mlflow (one MLflow experiment per plan)."),
+    track: Optional[str] = typer.Option(
+        None, "--track", help="Every run also logs to tensorboard or mlflow (one MLflow experiment per plan)."),
 ) -> None:
     """Run every data set x model x seed of a plan as an ordinary finetune run.
 
