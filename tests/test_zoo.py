@@ -306,3 +306,39 @@ def test_a_timm_teacher_keeps_its_head_and_sees_inputs_in_its_own_statistics(hf_
     assert teacher_classes(f"timm:{name}") == [n.split(",")[0].strip() for n in names] and len(names) == 1000
     with pytest.raises(UserError, match="predicts 21843 classes; a teacher must predict ImageNet-1k's 1000"):
         check_teacher("timm:vit_tiny_patch16_224.augreg_in21k")
+
+
+def test_a_sweep_plan_mixes_built_in_and_zoo_models(make_split, tmp_path):
+    """A plan naming ``accvit_femto``, ``timm:resnet18`` and ``torchvision:mobilenet_v3_small``: the
+    dry run plans one finetune per model under runs/<dataset>/<model>/seed<s>/; an unknown zoo name
+    is the plan's one-line error."""
+    import os
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from accvit_med.cli import app
+
+    split = make_split(("a", "b"), 3, size=(40, 40), seed=6)
+    (tmp_path / "splits").mkdir()
+    for suffix in (".csv", ".json"):
+        shutil.copy(split.with_suffix(suffix), tmp_path / "splits" / f"folder{suffix}")
+    models = ["accvit_femto", "timm:resnet18", "torchvision:mobilenet_v3_small"]
+    plan = ('datasets = ["folder"]\nmodels = [{}]\nseeds = [0]\nout = "runs"\n[recipe]\nepochs = 1\n'
+            'weights = "none"\n')
+    (tmp_path / "plan.toml").write_text(plan.format(", ".join(f'"{m}"' for m in models)))
+    (tmp_path / "bad.toml").write_text(plan.format('"accvit_femto", "timm:resnet9000"'))
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        planned = CliRunner().invoke(app, ["sweep", "plan.toml", "--dry-run"])
+        refused = CliRunner().invoke(app, ["sweep", "bad.toml", "--dry-run"])
+    finally:
+        os.chdir(old)
+    assert planned.exit_code == 0, planned.output
+    for model in models:
+        assert f"folder/{model}/seed0: start" in planned.stdout
+        assert f"--model {model} --seed 0 --out {tmp_path / 'runs' / 'folder' / model / 'seed0'}" in planned.stdout
+    assert "3 of 3 run(s) to start or resume" in planned.stdout and not (tmp_path / "runs").exists()
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "timm:resnet9000" in refused.stderr
