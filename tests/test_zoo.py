@@ -342,3 +342,42 @@ def test_a_sweep_plan_mixes_built_in_and_zoo_models(make_split, tmp_path):
     assert "3 of 3 run(s) to start or resume" in planned.stdout and not (tmp_path / "runs").exists()
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "timm:resnet9000" in refused.stderr
+
+
+@pytest.mark.parametrize("name, image_size", [
+    ("timm:resnet18", 64),                 # a CNN's last stage
+    ("timm:vit_tiny_patch16_224", 64),     # ViT tokens to the patch grid, class token dropped
+    ("torchvision:swin_t", 224),           # Swin's channels-last map, as the registry's layer gives it
+])
+def test_gradcam_of_zoo_models_equals_pytorch_grad_cam(name, image_size):
+    """Our Grad-CAM (the registry's layer and reshape rule) against pytorch-grad-cam's GradCAM on the
+    same model, image and (predicted) class: both min-max scaled at the input size, as pytorch-grad-cam scales."""
+    gradcam_library = pytest.importorskip("pytorch_grad_cam", reason="grad-cam (test extra) is not installed")
+    import numpy as np
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from accvit_med.interpret import grad_cam, registry_target
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, image_size=image_size).eval()
+    head = classifier_head(model)[1]
+    nn.init.normal_(head.weight, std=0.5)  # timm starts its heads at zero: no gradient to weigh
+    images = torch.randn(4, 3, image_size, image_size)
+    target = registry_target(name)
+    result = grad_cam(model, images, target)  # each image's predicted class
+    ours, explained = result.maps.numpy(), [int(c) for c in result.classes]
+
+    def reshape(output):  # pytorch-grad-cam's documented transform for tokens: (B, N, C) -> (B, C, h, w)
+        if target.prefix_tokens is not None:
+            output = output[:, target.prefix_tokens:]
+            side = int(output.shape[1] ** 0.5)
+            return output.reshape(output.shape[0], side, side, output.shape[2]).permute(0, 3, 1, 2)
+        return output.permute(0, 3, 1, 2) if target.channels_last else output
+
+    with gradcam_library.GradCAM(model, [model.get_submodule(target.layer)], reshape_transform=reshape) as cam:
+        theirs = cam(input_tensor=images, targets=[ClassifierOutputTarget(c) for c in explained])
+    shown = [i for i in range(len(images)) if ours[i].max() > 0]  # an all-zero map has no scale to compare
+    assert shown, "no image has positive evidence; the comparison would be empty"
+    for i in shown:
+        scaled = (ours[i] - ours[i].min()) / (ours[i].max() - ours[i].min() + 1e-7)
+        np.testing.assert_allclose(scaled, theirs[i], atol=2e-3)
