@@ -3,9 +3,12 @@ plan file, run here one at a time, one per GPU, or on SLURM through submitit.
 
 A notebook can use it as the CLI does::
 
-    from accvit_med.sweep import load_plan, run_states, run_local
+    from accvit_med.sweep import load_plan, run_states
+    from accvit_med.sweep.launch import run_local
+
     plan = load_plan("table1.toml")
-    run_local(plan)
+    pending = [s.run for s in run_states(plan) if s.state in ("pending", "failed")]
+    failed = run_local(plan, pending)  # how many runs failed
 """
 
 from accvit_med.sweep.plan import PlannedRun, SweepPlan, load_plan
