@@ -200,3 +200,39 @@ def test_bad_dicom_window_is_one_line(window, tmp_path):
     result = CliRunner().invoke(app, ["--dicom-window", window, "predict", "--run", str(tmp_path), str(tmp_path)])
     assert result.exit_code == 2 and "--dicom-window" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_runs_dicom_window_is_recorded_and_required_by_what_reads_the_run(tmp_path, monkeypatch):
+    """A run trained under ``--dicom-window 2000,1000`` records it in config.json; predict and
+    evaluate refuse in one line without it or with another, and with it predict a scan as the PNG of
+    the standard's window of its values (the file's own window says otherwise)."""
+    import json
+
+    from helpers.quadrant_runs import train_quadrant_run
+    from helpers.tiny_models import shrink_convnext
+
+    shrink_convnext(monkeypatch)
+    monkeypatch.setenv(WINDOW_ENV, "2000,1000")  # also restores the variable after the CLI sets it below
+    run = train_quadrant_run(tmp_path / "q", epochs=1, per_class=4)
+    assert json.loads((run / "config.json").read_text())["dicom_window"] == [2000.0, 1000.0]
+    scan = write_dicom(tmp_path / "scan.dcm", KNOWN, center=500, width=800)
+    Image.fromarray(standard_window(KNOWN.astype(np.float64), 2000, 1000).astype(np.uint8)).convert("RGB").save(
+        tmp_path / "scan.png")
+    runner = CliRunner()
+    predict = ["predict", "--run", str(run), "--workers", "0", "--device", "cpu"]
+    monkeypatch.delenv(WINDOW_ENV)
+    for window in ([], ["--dicom-window", "40,400"]):
+        for command in (predict + [str(scan)], ["evaluate", "--run", str(run), "--out", str(tmp_path / "e")]):
+            result = runner.invoke(app, [*window, *command])
+            assert result.exit_code == 2, result.output
+            (line,) = result.stderr.strip().splitlines()
+            assert "trained with --dicom-window 2000,1000" in line and "accvit-med --dicom-window 2000,1000" in line
+    assert not (tmp_path / "e").exists()
+    result = runner.invoke(app, ["--dicom-window", "2000,1000", *predict, str(scan), "--out", str(tmp_path / "d.csv")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["--dicom-window", "2000,1000", *predict, str(tmp_path / "scan.png"),
+                                 "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    dcm, png = pd.read_csv(tmp_path / "d.csv"), pd.read_csv(tmp_path / "p.csv")
+    probs = [c for c in png.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(dcm[probs].to_numpy(), png[probs].to_numpy(), atol=1e-7)

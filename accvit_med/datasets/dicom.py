@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -57,6 +57,20 @@ def user_window() -> Optional[tuple[float, float]]:
     """The window of ``--dicom-window`` (kept in :data:`WINDOW_ENV`, so data-loader processes see it)."""
     text = os.environ.get(WINDOW_ENV, "").strip()
     return parse_window(text) if text else None
+
+
+def check_run_window(recorded: Optional[Sequence[float]], run: str | os.PathLike) -> None:
+    """UserError unless this process reads DICOM files as ``run`` was trained to: a run trained with
+    ``--dicom-window`` sees other pixels under another window, or under each file's own."""
+    if recorded is None:
+        return
+    trained = tuple(float(v) for v in recorded)
+    current = user_window()
+    if current != trained:
+        given = "no --dicom-window" if current is None else f"--dicom-window {current[0]:g},{current[1]:g}"
+        raise UserError(f"run '{run}' was trained with --dicom-window {trained[0]:g},{trained[1]:g} but this "
+                        f"command has {given}; pass `accvit-med --dicom-window {trained[0]:g},{trained[1]:g} ...` "
+                        "so its DICOM images get the pixels it learned from")
 
 
 def cache_tag(path: str | os.PathLike) -> str:

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 from accvit_med.datasets.cache import decode_resized
+from accvit_med.datasets.dicom import check_run_window
 from accvit_med.datasets.torchdata import SplitImageDataset
 from accvit_med.datasets.transforms import Normalisation, eval_transform
 from accvit_med.devices import resolve_device
@@ -84,6 +85,7 @@ def load_run(
     run = RunDir(Path(run_dir))
     run.checkpoint(checkpoint)  # a bad --checkpoint is refused before anything is read
     record = run.record(kind="finetune")
+    check_run_window(record.dicom_window, run.path)
     model, state = load_run_model(run, record, checkpoint, model_factory)
     target = resolve_device(device)
     model.to(target).eval()

@@ -59,6 +59,8 @@ class RunRecord:
         versions, command, resumed_by: the software, the command that started it, those that resumed it.
         distributed, model_factory: world size and per-process batch; the custom network's name.
         data_path, ema_decay_adjusted: pre-training's image folder and EMA decay after adjustment.
+        dicom_window: the ``--dicom-window`` (center, width) the run read DICOM images with; written
+            only when one was given (each file's own window otherwise).
     """
 
     task: str
@@ -79,6 +81,7 @@ class RunRecord:
     model_factory: Optional[str] = None
     data_path: Optional[str] = None
     ema_decay_adjusted: Optional[float] = None
+    dicom_window: Optional[tuple[float, float]] = None
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "RunRecord":
@@ -106,6 +109,7 @@ class RunRecord:
             resumed_by=tuple(tuple(c) for c in config.get("resumed_by") or ()),
             distributed=config.get("distributed"), model_factory=config.get("model_factory"),
             data_path=config.get("data_path"), ema_decay_adjusted=config.get("ema_decay_adjusted"),
+            dicom_window=_window(config.get("dicom_window")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +126,8 @@ class RunRecord:
                     command=list(self.command))
         if self.resumed_by:
             body["resumed_by"] = [list(c) for c in self.resumed_by]
+        if self.dicom_window is not None:
+            body["dicom_window"] = list(self.dicom_window)
         return body
 
     def resumed(self, previous: Optional["RunRecord"], command: Sequence[str]) -> "RunRecord":
@@ -175,3 +181,7 @@ def best_val_loss(rows: Sequence[EpochRow]) -> Optional[float]:
     """The lowest finite validation loss of ``rows`` (None when there is none)."""
     losses = [r.val_loss for r in rows if r.val_loss is not None and math.isfinite(r.val_loss)]
     return min(losses) if losses else None
+
+
+def _window(value: Optional[Sequence[float]]) -> Optional[tuple[float, float]]:
+    return None if value is None else (float(value[0]), float(value[1]))

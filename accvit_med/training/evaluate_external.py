@@ -23,6 +23,7 @@ import pandas as pd
 from rich.console import Console
 from torch import nn
 
+from accvit_med.datasets.dicom import check_run_window
 from accvit_med.datasets.transforms import Normalisation
 from accvit_med.errors import UserError
 from accvit_med.ownership import check_replaceable, read_marker, write_marker
@@ -163,6 +164,7 @@ def evaluate_external(
         raise UserError(f"--checkpoint must be best or last, got '{checkpoint}'")
     run_path = Path(run_dir)
     run_config = read_run_config(run_path, kind="finetune")
+    check_run_window(run_config.get("dicom_window"), run_path)
     target = load_target(dataset, data_dir, split_file, name)
     _check_name(target.name)
     folder = Path(out) if out is not None else run_path / EXTERNAL_FOLDER / target.name

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from accvit_med.datasets.dicom import check_run_window
 from accvit_med.datasets.splits import Split
 from accvit_med.datasets.transforms import Normalisation
 from accvit_med.devices import resolve_device
@@ -73,6 +74,7 @@ def evaluate_run(
     if unknown:
         raise TypeError(f"evaluate_run() got unexpected keyword arguments {unknown}")
     record = run.record(kind="finetune")
+    check_run_window(record.dicom_window, run.path)
     config = replace(record.recipe, **{"device": "auto", **{k: v for k, v in runtime.items() if v is not None}})
     config = config.validate()
 

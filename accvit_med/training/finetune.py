@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from accvit_med.datasets.dicom import check_run_window, user_window
 from accvit_med.datasets.transforms import Normalisation
 from accvit_med.devices import resolve_device
 from accvit_med.errors import TrainingDiverged, UserError
@@ -133,6 +134,8 @@ class FinetuneRun:
         if self.model_factory is None:
             check_model_choice(config)
         if self.checkpoint is not None:
+            if self.run.config_file.is_file():
+                check_run_window(self.run.record().dicom_window, self.run.path)
             check_classes(self.checkpoint["classes"], self.split.classes, f"run '{self.run.path}'")
             if self.checkpoint["split_sha256"] != self.split.sha256:
                 raise UserError(
@@ -213,6 +216,7 @@ class FinetuneRun:
             distributed={"world_size": ctx.dist.world_size, "batch_size_per_process": config.batch_size},
             device=str(ctx.device), amp_dtype=ctx.amp_name,
             model_factory=None if factory is None else getattr(factory, "__qualname__", repr(factory)),
+            dicom_window=user_window(),
         )
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
