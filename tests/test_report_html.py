@@ -81,7 +81,7 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     require_service("chromium", missing_commands(CHROMIUM, CHROMEDRIVER),
-                    how="sudo apt-get install chromium chromium-driver")
+                    how="install Debian's chromium and chromium-driver packages")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -16,7 +16,7 @@ NEEDS_SLURM = """
 from helpers.services import require_service
 
 def test_needs_slurm():
-    require_service("slurm", {missing!r}, how="sudo apt-get install slurm-wlm munge, then sudo make test-slurm")
+    require_service("slurm", {missing!r}, how="install the slurm-wlm and munge packages, then sudo make test-slurm")
 """
 
 
@@ -35,7 +35,7 @@ def test_a_missing_service_is_one_skip_line_saying_how_to_run_it(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(skipped) == 1, result.stdout
-    assert "slurmd not installed" in skipped[0] and "sudo apt-get install slurm-wlm munge" in skipped[0]
+    assert "slurmd not installed" in skipped[0] and "slurm-wlm and munge packages" in skipped[0]
     assert "make test-slurm" in skipped[0]
     assert "1 skipped" in result.stdout
 

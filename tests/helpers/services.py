@@ -7,7 +7,7 @@ installs what these tests need, cannot lose them to a skip. The test suite itsel
 anything and never needs root.
 
     missing = missing_commands("slurmctld", "munged")   # or any check of one's own
-    require_service("slurm", missing, how="sudo apt-get install slurm-wlm munge, then sudo make test-slurm")
+    require_service("slurm", missing, how="install the slurm-wlm and munge packages, then sudo make test-slurm")
 
 A new service gets its entry in :data:`SERVICES` (a name in ``ACCVIT_MED_REQUIRE`` that is not
 there stops the run at once, so a typo cannot silently require nothing).
