@@ -121,12 +121,7 @@ def _folds(dataset, data_dir, out, k, val_fraction, seed, protocol, group, check
         protocol=protocol or "grouped", subgroups=_subgroup_list(subgroups),
     )
     console = Console()
-    for note in result.notes:
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
-    if result.excluded:
-        console.print(f"left out {len(result.excluded)} unreadable image(s):", markup=False, soft_wrap=True)
-        for path, reason in result.excluded:
-            console.print(f"  {path}: {reason}", markup=False, soft_wrap=True)
+    _print_notes(console, result)
     console.print(_folds_table(result.manifest))
     cv = result.manifest
     mode = "group-aware" if cv["grouped"] else "image-level"
@@ -141,6 +136,16 @@ def _folds(dataset, data_dir, out, k, val_fraction, seed, protocol, group, check
             console.print(f"  {line}", markup=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in result.csv_paths)} (each with its manifest) and "
                   f"{result.out_dir / CV_MANIFEST}", markup=False, soft_wrap=True)
+
+
+def _print_notes(console, result) -> None:
+    """The split's notes and the images it left out (a SplitResult's or a FoldsResult's)."""
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    if result.excluded:
+        console.print(f"left out {len(result.excluded)} unreadable image(s):", markup=False, soft_wrap=True)
+        for path, reason in result.excluded:
+            console.print(f"  {path}: {reason}", markup=False, soft_wrap=True)
 
 
 def _folds_table(cv: dict):
@@ -163,12 +168,7 @@ def _print_result(result) -> None:
 
     console = Console()
     manifest = result.manifest
-    for note in result.notes:
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
-    if result.excluded:
-        console.print(f"left out {len(result.excluded)} unreadable image(s):", markup=False, soft_wrap=True)
-        for path, reason in result.excluded:
-            console.print(f"  {path}: {reason}", markup=False, soft_wrap=True)
+    _print_notes(console, result)
     console.print(_count_table(manifest))
     flow = manifest.get("flow", {})
     if flow.get("left_out"):
