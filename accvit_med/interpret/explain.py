@@ -25,7 +25,7 @@ from PIL import Image
 
 from accvit_med.errors import UserError
 from accvit_med.fileio import atomic_write_text
-from accvit_med.interpret.gradcam import CamTarget, grad_cam, registry_target
+from accvit_med.interpret.gradcam import CamBatch, CamTarget, grad_cam, registry_target
 from accvit_med.interpret.images import check_readable
 from accvit_med.interpret.overlay import GridRow, blend, save_grid, save_png
 from accvit_med.interpret.run import LoadedRun
@@ -120,19 +120,26 @@ class _Cell:
     record: list[str]
 
 
+def cam_overlays(run: LoadedRun, paths: Sequence[str | os.PathLike], target: CamTarget,
+                 class_index: Optional[int] = None, alpha: float = 0.5) -> tuple[list[Image.Image], CamBatch]:
+    """Grad-CAM of ``run`` on one batch of images, as the run sees them: each overlay and the batch's
+    maps, explained classes and probabilities."""
+    pictures = [run.load_image(path) for path in paths]
+    batch = torch.stack([run.normalise(picture) for picture in pictures]).to(run.device)
+    cams = grad_cam(run.model, batch, target, class_index)
+    return [blend(picture, cams.maps[k].numpy(), alpha) for k, picture in enumerate(pictures)], cams
+
+
 def _explain_batch(run: LoadedRun, label: str, folder: str, target: CamTarget, class_index: Optional[int],
                    images: Sequence[CamImage], numbers: Sequence[int], out: Path, alpha: float) -> list[_Cell]:
     """Grad-CAM of ``run`` on a batch of images; each overlay is written as ``<folder>/<NNN>_<stem>.png``."""
-    pictures = [run.load_image(image.path) for image in images]
-    batch = torch.stack([run.normalise(picture) for picture in pictures]).to(run.device)
-    cams = grad_cam(run.model, batch, target, class_index)
+    overlays, cams = cam_overlays(run, [image.path for image in images], target, class_index, alpha)
     cells = []
-    for k, (image, picture, number) in enumerate(zip(images, pictures, numbers)):
+    for k, (image, overlay, number) in enumerate(zip(images, overlays, numbers)):
         probabilities = cams.probabilities[k]
         pred = run.classes[int(probabilities.argmax())]
         confidence = float(probabilities.max())
         explained = run.classes[int(cams.classes[k])]
-        overlay = blend(picture, cams.maps[k].numpy(), alpha)
         name = f"{folder}/{number:03d}_{image.path.stem}.png"
         save_png(overlay, out / name)
         caption = f"pred {pred} ({confidence:.2f})"

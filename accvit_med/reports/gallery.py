@@ -60,10 +60,8 @@ def _data_root(runs) -> Optional[Path]:
 
 def _overlays(run_dir: str, images: list[Path]) -> list[Image.Image]:
     """Grad-CAM of the run's best (else last) checkpoint on ``images``, for its predicted classes."""
-    import torch
-
-    from accvit_med.interpret.gradcam import grad_cam, registry_target
-    from accvit_med.interpret.overlay import blend
+    from accvit_med.interpret.explain import cam_overlays
+    from accvit_med.interpret.gradcam import registry_target
     from accvit_med.interpret.run import load_run
     from accvit_med.rundir.layout import RunDir
 
@@ -72,10 +70,7 @@ def _overlays(run_dir: str, images: list[Path]) -> list[Image.Image]:
     target = registry_target(run.model_name)
     overlays = []
     for start in range(0, len(images), CAM_BATCH):
-        pictures = [run.load_image(path) for path in images[start:start + CAM_BATCH]]
-        batch = torch.stack([run.normalise(picture) for picture in pictures]).to(run.device)
-        cams = grad_cam(run.model, batch, target)
-        overlays += [blend(picture, cams.maps[k].numpy()) for k, picture in enumerate(pictures)]
+        overlays += cam_overlays(run, images[start:start + CAM_BATCH], target)[0]
     return overlays
 
 
