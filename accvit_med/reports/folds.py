@@ -11,7 +11,6 @@ sd over folds.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -68,8 +67,7 @@ def run_fold(run: RunInput) -> Optional[tuple[str, int, int, Optional[int], str]
     cv_path, cv, fold = found
     seed, key = None, ""
     if record.task == "finetune" and record.recipe is not None:
-        rest = {k: v for k, v in record.recipe_key().items() if k != "seed"}
-        seed, key = int(record.recipe.seed), json.dumps(rest, sort_keys=True, default=str)
+        seed, key = int(record.recipe.seed), record.seedless_recipe_key()
     return str(cv_path.resolve()), int(cv["k"]), fold, seed, key
 
 

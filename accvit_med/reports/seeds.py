@@ -9,7 +9,6 @@ it as it always has.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +40,7 @@ def run_seed(run_dir: Optional[str]) -> tuple[Optional[int], Optional[str]]:
         return None, None
     if record is None or record.task != "finetune" or record.recipe is None:
         return None, None
-    rest = {k: v for k, v in record.recipe_key().items() if k != "seed"}
-    return int(record.recipe.seed), json.dumps(rest, sort_keys=True, default=str)
+    return int(record.recipe.seed), record.seedless_recipe_key()
 
 
 def _mean(values: Sequence[Any]) -> Any:

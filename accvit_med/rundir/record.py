@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,12 @@ class RunRecord:
         from accvit_med.training.recipe import RUNTIME_FIELDS
 
         return {k: v for k, v in self.recipe.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    def seedless_recipe_key(self) -> str:
+        """:meth:`recipe_key` without the seed, as canonical JSON: equal for runs that differ only in
+        their seed (the repeats of one recipe that seed rows, fold rows and ensembles group)."""
+        rest = {k: v for k, v in self.recipe_key().items() if k != "seed"}
+        return json.dumps(rest, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)

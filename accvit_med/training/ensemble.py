@@ -90,8 +90,7 @@ def ensemble_label(members: Sequence[Member]) -> tuple[str, str]:
         return f"{model} ({n}-fold ensemble)", model
     recipes = [m.record.recipe for m in members]
     if all(r is not None for r in recipes):
-        rest = {json.dumps({k: v for k, v in m.record.recipe_key().items() if k != "seed"}, sort_keys=True,
-                           default=str) for m in members}
+        rest = {m.record.seedless_recipe_key() for m in members}
         if len(rest) == 1 and len({r.seed for r in recipes}) == n:
             return f"{model} ({n}-seed ensemble)", model
     return f"{model} ({n}-run ensemble)", model
